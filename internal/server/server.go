@@ -1,0 +1,297 @@
+// Package server is the broker's HTTP interface (SPEC §7): login pages and
+// flows, /session, forward-auth, session management and operations
+// endpoints, over an [auth.Auth].
+//
+// Every route names its method. Answers are JSON when the request's
+// Content-Type or Accept is application/json and pages or redirects
+// otherwise; errors are {"error": CODE, "message": …} with the status of
+// SPEC §9, and never a 500 for bad input: a panic is logged and answered
+// 503 without a stack trace.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"time"
+
+	"github.com/brokerauth/broker/auth"
+	"github.com/brokerauth/broker/storage"
+)
+
+// Options configure a [Server].
+type Options struct {
+	Auth  *auth.Auth
+	Store storage.Store
+	Log   *slog.Logger
+	// PublicURL is the broker's public base URL (http://localhost:8080).
+	PublicURL string
+	// RedirectDefault is where form posts land when no redirect_to is
+	// given (default "/").
+	RedirectDefault string
+	// MaxBodyBytes caps request bodies (default 65536).
+	MaxBodyBytes int64
+	// Claims computes a session's claims; nil means none.
+	Claims func(ctx context.Context, s *auth.Session) map[string]any
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Server serves the broker's HTTP interface.
+type Server struct {
+	auth  *auth.Auth
+	store storage.Store
+	log   *slog.Logger
+	opts  Options
+	now   func() time.Time
+	mux   *http.ServeMux
+}
+
+// New returns a Server.
+func New(o Options) (*Server, error) {
+	if o.Auth == nil || o.Store == nil {
+		return nil, errors.New("server: Auth and Store are required")
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.RedirectDefault == "" {
+		o.RedirectDefault = "/"
+	}
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = 65536
+	}
+	s := &Server{auth: o.Auth, store: o.Store, log: o.Log, opts: o, now: o.Now, mux: http.NewServeMux()}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.routes()
+	return s, nil
+}
+
+func (s *Server) routes() {
+	s.mux.HandleFunc("GET /healthz", s.handleHealthz)
+	s.mux.HandleFunc("GET /readyz", s.handleReadyz)
+	s.mux.HandleFunc("GET /session", s.handleSession)
+	s.mux.HandleFunc("POST /logout", s.handleLogout)
+	s.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/login", http.StatusFound)
+	})
+}
+
+// Handler returns the broker's HTTP handler with its middleware.
+func (s *Server) Handler() http.Handler {
+	var h http.Handler = http.HandlerFunc(s.dispatch)
+	h = s.limitBody(h)
+	h = s.logRequests(h)
+	h = s.recoverPanics(h)
+	return h
+}
+
+// dispatch routes through the mux, answering what the mux itself would
+// answer (unknown route 404, known route with another method 405) in the
+// broker's error shape.
+func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
+	h, pattern := s.mux.Handler(r)
+	if pattern != "" {
+		s.mux.ServeHTTP(w, r)
+		return
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, r)
+	switch rec.Code {
+	case http.StatusMethodNotAllowed:
+		if allow := rec.Header().Get("Allow"); allow != "" {
+			w.Header().Set("Allow", allow)
+		}
+		s.writeError(w, r, newError(http.StatusMethodNotAllowed, CodeMethodNotAllowed, "method not allowed"))
+	case http.StatusMovedPermanently, http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
+		// Path cleaning redirects (//x → /x) stay as ServeMux answers them.
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.Code)
+	default:
+		s.writeError(w, r, newError(http.StatusNotFound, CodeNotFound, "no such page"))
+	}
+}
+
+func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.store.Ping(ctx); err != nil {
+		s.log.Warn("database not ready", "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": CodeServiceUnavailable, "message": "the database is unreachable"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// currentSession validates the request's cookie or bearer token. It
+// returns (nil, ErrInvalidSessionID) when there is none or it is invalid,
+// and refreshes the cookie of a reset session.
+func (s *Server) currentSession(w http.ResponseWriter, r *http.Request) (*auth.Session, error) {
+	token, src := s.auth.Token(r)
+	if src == auth.TokenNone {
+		return nil, auth.ErrInvalidSessionID
+	}
+	sess, err := s.auth.ValidateSession(r.Context(), token)
+	if err != nil {
+		return nil, err
+	}
+	if sess.Fresh && src == auth.TokenCookie {
+		http.SetCookie(w, s.auth.CreateSessionCookie(&sess))
+	}
+	return &sess, nil
+}
+
+// sessionBody is the JSON shape of /session and of login answers.
+type sessionBody struct {
+	User       auth.User      `json:"user"`
+	Session    *auth.Session  `json:"session"`
+	Claims     map[string]any `json:"claims"`
+	RedirectTo string         `json:"redirect_to,omitempty"`
+	Token      string         `json:"token,omitempty"`
+}
+
+func (s *Server) sessionBody(ctx context.Context, sess *auth.Session) sessionBody {
+	claims := map[string]any{}
+	if s.opts.Claims != nil {
+		if c := s.opts.Claims(ctx, sess); c != nil {
+			claims = c
+		}
+	}
+	return sessionBody{User: sess.User, Session: sess, Claims: claims}
+}
+
+func (s *Server) handleSession(w http.ResponseWriter, r *http.Request) {
+	sess, err := s.currentSession(w, r)
+	if err != nil {
+		s.writeJSONError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.sessionBody(r.Context(), sess))
+}
+
+// writeJSONError is writeError for endpoints that always speak JSON.
+func (s *Server) writeJSONError(w http.ResponseWriter, r *http.Request, err error) {
+	r.Header.Set("Accept", "application/json")
+	s.writeError(w, r, err)
+}
+
+func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
+	if err := s.auth.CheckCrossOrigin(r); err != nil {
+		s.writeError(w, r, newError(http.StatusForbidden, auth.ErrInvalidRequest.Code, "cross-site request refused"))
+		return
+	}
+	if token, src := s.auth.Token(r); src != auth.TokenNone {
+		if err := s.auth.InvalidateSession(r.Context(), token); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
+	http.SetCookie(w, s.auth.CreateSessionCookie(nil))
+	if wantsJSON(r) || !acceptsHTML(r) {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	http.Redirect(w, r, s.opts.RedirectDefault, http.StatusSeeOther)
+}
+
+type ctxKey int
+
+const requestIDKey ctxKey = iota
+
+func requestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey).(string)
+	return id
+}
+
+// statusWriter records the status for the access log.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// logRequests gives each request an id (echoed as X-Request-Id) and logs
+// method, path (never the query, which can hold tokens), status and time.
+func (s *Server) logRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		id := hex.EncodeToString(b[:])
+		w.Header().Set("X-Request-Id", id)
+		r = r.WithContext(context.WithValue(r.Context(), requestIDKey, id))
+		sw := &statusWriter{ResponseWriter: w}
+		start := time.Now()
+		next.ServeHTTP(sw, r)
+		s.log.Debug("request", "request_id", id, "method", r.Method, "path", r.URL.Path,
+			"status", sw.status, "duration", time.Since(start))
+	})
+}
+
+// recoverPanics turns a panic into a logged 503 without a stack trace for
+// the client.
+func (s *Server) recoverPanics(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.log.Error("panic", "request_id", requestID(r.Context()), "panic", fmt.Sprint(v))
+				s.writeError(w, r, newError(http.StatusServiceUnavailable, CodeServiceUnavailable, "the service is temporarily unavailable"))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// limitBody caps request bodies at MaxBodyBytes.
+func (s *Server) limitBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > s.opts.MaxBodyBytes {
+			s.writeError(w, r, newError(http.StatusRequestEntityTooLarge, CodeRequestTooLarge, "the request body is too large"))
+			return
+		}
+		if r.Body != nil {
+			r.Body = http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// securityHeaders sets the headers every HTML page carries.
+func (s *Server) securityHeaders(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: https:; frame-ancestors 'none'; base-uri 'none'; form-action 'self' https: http:")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Cache-Control", "no-store")
+}

@@ -1,0 +1,122 @@
+package sqlstore
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/brokerauth/broker/storage"
+)
+
+const authenticatorColumns = `credential_id, user_id, public_key, sign_count, backup_eligible, backed_up, device_type,
+	transports, aaguid, attestation_type, name, created_at, last_used_at`
+
+// authenticatorRow is a row of authenticators.
+type authenticatorRow struct {
+	CredentialID    []byte     `db:"credential_id"`
+	UserID          string     `db:"user_id"`
+	PublicKey       []byte     `db:"public_key"`
+	SignCount       int64      `db:"sign_count"`
+	BackupEligible  bool       `db:"backup_eligible"`
+	BackedUp        bool       `db:"backed_up"`
+	DeviceType      string     `db:"device_type"`
+	Transports      stringList `db:"transports"`
+	AAGUID          []byte     `db:"aaguid"`
+	AttestationType string     `db:"attestation_type"`
+	Name            string     `db:"name"`
+	CreatedAt       dbTime     `db:"created_at"`
+	LastUsedAt      nullTime   `db:"last_used_at"`
+}
+
+func (r authenticatorRow) authenticator() storage.Authenticator {
+	a := storage.Authenticator{
+		CredentialID:    r.CredentialID,
+		UserID:          r.UserID,
+		PublicKey:       r.PublicKey,
+		SignCount:       uint32(r.SignCount), // the column's CHECK keeps it in range
+		BackupEligible:  r.BackupEligible,
+		BackedUp:        r.BackedUp,
+		DeviceType:      r.DeviceType,
+		Transports:      []string(r.Transports),
+		AttestationType: r.AttestationType,
+		Name:            r.Name,
+		CreatedAt:       r.CreatedAt.Time,
+		LastUsedAt:      r.LastUsedAt.ptr(),
+	}
+	if a.Transports == nil {
+		a.Transports = []string{}
+	}
+	if len(r.AAGUID) > 0 {
+		a.AAGUID = r.AAGUID
+	}
+	return a
+}
+
+// CreateAuthenticator inserts a; a duplicate credential id returns a
+// *storage.ConflictError (ConflictCredential), a missing user
+// storage.ErrNotFound.
+func (s *Store) CreateAuthenticator(ctx context.Context, a storage.Authenticator) error {
+	if len(a.CredentialID) == 0 {
+		return fmt.Errorf("sqlstore: create authenticator: empty credential id")
+	}
+	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO authenticators (`+authenticatorColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		a.CredentialID, a.UserID, a.PublicKey, int64(a.SignCount), a.BackupEligible, a.BackedUp, a.DeviceType,
+		stringList(a.Transports), nullBytes(a.AAGUID), a.AttestationType, a.Name, s.tv(a.CreatedAt), s.tvp(a.LastUsedAt))
+	return s.dbErr("create authenticator", err)
+}
+
+// GetAuthenticator returns the authenticator with credentialID, or
+// storage.ErrNotFound.
+func (s *Store) GetAuthenticator(ctx context.Context, credentialID []byte) (storage.Authenticator, error) {
+	var r authenticatorRow
+	err := s.db.GetContext(ctx, &r, s.q(`SELECT `+authenticatorColumns+` FROM authenticators WHERE credential_id = ?`), credentialID)
+	if err != nil {
+		return storage.Authenticator{}, s.dbErr("get authenticator", err)
+	}
+	return r.authenticator(), nil
+}
+
+// ListAuthenticatorsByUserID returns the user's authenticators, oldest first.
+func (s *Store) ListAuthenticatorsByUserID(ctx context.Context, userID string) ([]storage.Authenticator, error) {
+	var rows []authenticatorRow
+	err := s.db.SelectContext(ctx, &rows, s.q(`SELECT `+authenticatorColumns+` FROM authenticators
+		WHERE user_id = ? ORDER BY created_at, credential_id`), userID)
+	if err != nil {
+		return nil, s.dbErr("list authenticators", err)
+	}
+	out := make([]storage.Authenticator, len(rows))
+	for i, r := range rows {
+		out[i] = r.authenticator()
+	}
+	return out, nil
+}
+
+// UpdateAuthenticatorCounter records a successful use: the new sign count,
+// backup state and last-used time. It returns the updated authenticator, or
+// storage.ErrNotFound.
+func (s *Store) UpdateAuthenticatorCounter(ctx context.Context, credentialID []byte, counter uint32, backedUp bool, usedAt time.Time) (storage.Authenticator, error) {
+	var r authenticatorRow
+	err := s.db.GetContext(ctx, &r, s.q(`UPDATE authenticators SET sign_count = ?, backed_up = ?, last_used_at = ?
+		WHERE credential_id = ? RETURNING `+authenticatorColumns), int64(counter), backedUp, s.tv(usedAt), credentialID)
+	if err != nil {
+		return storage.Authenticator{}, s.dbErr("update authenticator counter", err)
+	}
+	return r.authenticator(), nil
+}
+
+// RenameAuthenticator sets the name of a user's authenticator, or returns
+// storage.ErrNotFound (also when it belongs to another user).
+func (s *Store) RenameAuthenticator(ctx context.Context, userID string, credentialID []byte, name string) error {
+	res, err := s.db.ExecContext(ctx, s.q(`UPDATE authenticators SET name = ? WHERE credential_id = ? AND user_id = ?`),
+		name, credentialID, userID)
+	return s.mustAffect("rename authenticator", res, err)
+}
+
+// DeleteAuthenticator deletes a user's authenticator, or returns
+// storage.ErrNotFound (also when it belongs to another user).
+func (s *Store) DeleteAuthenticator(ctx context.Context, userID string, credentialID []byte) error {
+	res, err := s.db.ExecContext(ctx, s.q(`DELETE FROM authenticators WHERE credential_id = ? AND user_id = ?`),
+		credentialID, userID)
+	return s.mustAffect("delete authenticator", res, err)
+}
