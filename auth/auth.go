@@ -58,6 +58,10 @@ type Options struct {
 	Origin string
 	// AllowedOrigins are further trusted origins (scheme://host[:port]).
 	AllowedOrigins []string
+	// OriginPatterns are trusted origins with a wildcard host,
+	// "https://*.example.com": any subdomain of example.com (whole labels
+	// only) with that scheme and port.
+	OriginPatterns []string
 	// AllowedSubdomains are subdomain labels of Origin's host that are
 	// trusted too ("app" trusts app.example.com); "*" trusts every subdomain.
 	AllowedSubdomains []string
@@ -106,7 +110,7 @@ func New(store storage.Store, opts Options) (*Auth, error) {
 	if a.pw == nil {
 		a.pw = NewPasswordHasher(DefaultArgon2Params(), 0)
 	}
-	p, err := newOriginPolicy(opts.Origin, opts.AllowedOrigins, opts.AllowedSubdomains)
+	p, err := newOriginPolicy(opts.Origin, opts.AllowedOrigins, opts.AllowedSubdomains, opts.OriginPatterns)
 	if err != nil {
 		return nil, err
 	}

@@ -17,10 +17,30 @@ type originPolicy struct {
 	selfPort   string              // port of self ("" when default)
 	exact      map[string]struct{} // allowed origins, normalized
 	subdomains []string            // allowed labels; "*" = any
+	patterns   []originPattern     // wildcard origins
 }
 
-func newOriginPolicy(self string, allowed, subdomains []string) (originPolicy, error) {
+// originPattern is "scheme://*.base[:port]".
+type originPattern struct{ scheme, base, port string }
+
+func (p originPattern) match(o *url.URL) bool {
+	return o.Scheme == p.scheme && o.Port() == p.port && strings.HasSuffix(o.Hostname(), "."+p.base)
+}
+
+func newOriginPolicy(self string, allowed, subdomains, patterns []string) (originPolicy, error) {
 	p := originPolicy{exact: map[string]struct{}{}, subdomains: subdomains}
+	for _, pat := range patterns {
+		scheme, rest, ok := strings.Cut(pat, "://*.")
+		if !ok || (scheme != "http" && scheme != "https") {
+			return p, fmt.Errorf("auth: origin pattern %q: want scheme://*.host[:port]", pat)
+		}
+		n, err := normalizeOrigin(scheme + "://" + rest)
+		if err != nil {
+			return p, fmt.Errorf("auth: origin pattern %q: %w", pat, err)
+		}
+		u, _ := url.Parse(n)
+		p.patterns = append(p.patterns, originPattern{scheme: scheme, base: u.Hostname(), port: u.Port()})
+	}
 	if self != "" {
 		n, err := normalizeOrigin(self)
 		if err != nil {
@@ -74,6 +94,14 @@ func (p originPolicy) trusted(origin string, requestHost string, requestTLS bool
 	}
 	if _, ok := p.exact[n]; ok {
 		return true
+	}
+	if len(p.patterns) > 0 {
+		u, _ := url.Parse(n)
+		for _, pat := range p.patterns {
+			if pat.match(u) {
+				return true
+			}
+		}
 	}
 	self, scheme, host, port := p.self, p.selfScheme, p.selfHost, p.selfPort
 	if self == "" {

@@ -170,6 +170,7 @@ type pwLuciaVectors struct {
 }
 
 func TestPasswordLuciaVectors(t *testing.T) {
+	t.Parallel() // scrypt (16-32 MiB, slow under -race) overlaps with other tests
 	raw, err := os.ReadFile("testdata/lucia_vectors.json")
 	if err != nil {
 		t.Fatal(err)

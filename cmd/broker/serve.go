@@ -7,15 +7,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/brokerauth/broker/auth"
 	"github.com/brokerauth/broker/internal/config"
 	"github.com/brokerauth/broker/internal/server"
-	"github.com/brokerauth/broker/storage"
 )
 
 func (c *cli) serveCmd() *cobra.Command {
@@ -33,61 +30,9 @@ func (c *cli) serveCmd() *cobra.Command {
 	}
 }
 
-// newAuth builds the core from the configuration.
-func newAuth(cfg *config.Config, st storage.Store) (*auth.Auth, error) {
-	pub, err := url.Parse(cfg.Server.PublicURL)
-	if err != nil {
-		return nil, fmt.Errorf("server.public_url: %w", err)
-	}
-	return auth.New(st, auth.Options{
-		ActivePeriod: cfg.Session.ActivePeriod,
-		IdlePeriod:   cfg.Session.IdlePeriod,
-		Cookie: auth.CookieOptions{
-			Name:   cfg.Session.CookieName,
-			Domain: cfg.Session.CookieDomain,
-			Secure: pub.Scheme == "https",
-		},
-		Origin:         pub.Scheme + "://" + pub.Host,
-		AllowedOrigins: cfg.Redirect.AllowedOrigins,
-	})
-}
-
-// serve runs the broker until ctx ends, then drains in-flight requests for
-// up to server.shutdown_grace. ready, when not nil, receives the bound
-// address once the listener is up (tests use it).
-func (c *cli) serve(ctx context.Context, cfg *config.Config, ready chan<- string) error {
-	log := c.logger(cfg)
-	st, err := openStore(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	if cfg.Database.AutoMigrate {
-		if err := st.Migrate(ctx); err != nil {
-			return err
-		}
-	}
-	a, err := newAuth(cfg, st)
-	if err != nil {
-		return err
-	}
-	srv, err := server.New(server.Options{
-		Auth:            a,
-		Store:           st,
-		Log:             log,
-		PublicURL:       cfg.Server.PublicURL,
-		RedirectDefault: cfg.Redirect.Default,
-		MaxBodyBytes:    cfg.Server.MaxBodyBytes,
-	})
-	if err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", cfg.Server.Listen)
-	if err != nil {
-		return err
-	}
-	hs := &http.Server{
-		Handler:           srv.Handler(),
+func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
@@ -95,16 +40,53 @@ func (c *cli) serve(ctx context.Context, cfg *config.Config, ready chan<- string
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+}
+
+// serve runs the broker until ctx ends, then drains in-flight requests for
+// up to server.shutdown_grace. ready, when not nil, receives the bound
+// address once the listener is up (tests use it).
+func (c *cli) serve(ctx context.Context, cfg *config.Config, ready chan<- string) error {
+	log := c.logger(cfg)
 	if cfg.Dev {
-		log.Warn("development mode: no configuration file, SQLite database and generated secrets in the working directory; do not use in production")
+		log.Warn("development mode: no configuration file; SQLite database and generated secrets are in the working directory. Do not use this in production.")
 	}
-	log.Info("broker listening", "addr", ln.Addr().String(), "login", cfg.Server.PublicURL+"/login", "providers", cfg.ProvidersEnabled(),
-		"passwords", cfg.PasswordEnabled(), "email_links", cfg.EmailEnabled(), "passkeys", cfg.WebAuthnEnabled())
+	ap, err := buildApp(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer ap.store.Close()
+	ln, err := net.Listen("tcp", cfg.Server.Listen)
+	if err != nil {
+		return err
+	}
+	log.Info("broker listening: open "+cfg.Server.PublicURL+"/login to sign in", "addr", ln.Addr().String(),
+		"providers", cfg.ProvidersEnabled(), "passwords", cfg.PasswordEnabled(), "email_links", cfg.EmailEnabled(), "passkeys", cfg.WebAuthnEnabled())
+
+	servers := []*http.Server{newHTTPServer(ap.server.Handler(), log)}
+	listeners := []net.Listener{ln}
+	if cfg.Server.MetricsListen != "" {
+		mln, err := net.Listen("tcp", cfg.Server.MetricsListen)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("server.metrics_listen: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", ap.metrics.Handler())
+		servers = append(servers, newHTTPServer(mux, log))
+		listeners = append(listeners, mln)
+		log.Info("metrics listening", "addr", mln.Addr().String())
+	}
+	sweepCtx, stopSweep := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSweep()
+	go server.Sweep(sweepCtx, ap.store, log, server.SweepOptions{})
+
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	errc := make(chan error, len(servers))
+	for i, hs := range servers {
+		go func() { errc <- hs.Serve(listeners[i]) }()
+	}
 	select {
 	case err := <-errc:
 		return err
@@ -113,11 +95,16 @@ func (c *cli) serve(ctx context.Context, cfg *config.Config, ready chan<- string
 	log.Info("shutting down", "grace", cfg.Server.ShutdownGrace)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownGrace)
 	defer cancel()
-	if err := hs.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
+	var errs []error
+	for _, hs := range servers {
+		if err := hs.Shutdown(sctx); err != nil {
+			errs = append(errs, fmt.Errorf("shutdown: %w", err))
+		}
 	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
+	for range servers {
+		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, err)
+		}
 	}
-	return nil
+	return errors.Join(errs...)
 }

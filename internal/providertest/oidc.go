@@ -65,6 +65,31 @@ type OIDCOptions struct {
 	TokenTTL time.Duration
 	// Now is the clock for iat and exp. Default time.Now.
 	Now func() time.Time
+	// Keys are the signing keys; nil generates fresh ones (an RSA 2048
+	// key takes a moment under -race: share one [NewKeys] across the
+	// fakes of a table test).
+	Keys *Keys
+}
+
+// Keys are an OIDC fake's signing keys: RS256 (kid [RSAKeyID]) and ES256
+// (kid [ECKeyID]).
+type Keys struct {
+	RSA *rsa.PrivateKey
+	EC  *ecdsa.PrivateKey
+}
+
+// NewKeys generates a fresh RSA 2048 and P-256 key pair.
+func NewKeys(t testing.TB) *Keys {
+	t.Helper()
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatalf("oidc fake: generate RSA key: %v", err)
+	}
+	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatalf("oidc fake: generate EC key: %v", err)
+	}
+	return &Keys{RSA: rsaKey, EC: ecKey}
 }
 
 // Misbehavior makes the OIDC fake hostile or broken in one way. It applies
@@ -175,13 +200,8 @@ func NewOIDC(t testing.TB, opts OIDCOptions) *OIDC {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatalf("oidc fake: generate RSA key: %v", err)
-	}
-	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatalf("oidc fake: generate EC key: %v", err)
+	if opts.Keys == nil {
+		opts.Keys = NewKeys(t)
 	}
 	o := &OIDC{
 		ClientID:     opts.ClientID,
@@ -189,8 +209,8 @@ func NewOIDC(t testing.TB, opts OIDCOptions) *OIDC {
 		t:            t,
 		closed:       make(chan struct{}),
 		opts:         opts,
-		rsaKey:       rsaKey,
-		ecKey:        ecKey,
+		rsaKey:       opts.Keys.RSA,
+		ecKey:        opts.Keys.EC,
 		user:         defaultOIDCUser(opts.User),
 		alg:          opts.Alg,
 		faults:       map[Endpoint]Fault{},

@@ -17,10 +17,13 @@
 // additional data, so changing it makes [Keyring.Open] fail.
 //
 // The additional data binds a value to its purpose: a flow cookie is sealed
-// with its cookie name, a stored token with its key id and column, so a
-// sealed token cannot be replayed as a cookie, nor one column's value moved
-// to another. It is not encrypted and not part of the sealed value; the
-// opener must supply the same bytes again.
+// with its cookie name, a stored token with its Lucia key id
+// ("provider:subject") and column, so a sealed token cannot be replayed as a
+// cookie, nor moved to another row or column. It is not encrypted and not
+// part of the sealed value; the opener must supply the same bytes again.
+//
+// Nonces are random (96 bits), so one key should seal no more than 2^32
+// values (NIST SP 800-38D §8.3); rotate long before that.
 package seal
 
 import (
@@ -40,10 +43,11 @@ const (
 	idSize    = 4
 	nonceSize = 12 // what cipher.NewGCMWithRandomNonce prepends
 	tagSize   = 16
-	// Overhead is how many bytes [Keyring.Seal] adds to the plaintext: key
-	// id, nonce and authentication tag.
-	Overhead = idSize + nonceSize + tagSize
 )
+
+// Overhead is how many bytes [Keyring.Seal] adds to the plaintext: key id,
+// nonce and authentication tag.
+const Overhead = idSize + nonceSize + tagSize
 
 // ErrInvalid reports that a sealed value could not be opened: it was sealed
 // under a key the ring does not hold, with other additional data, or it was

@@ -15,12 +15,16 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"html/template"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"time"
 
 	"github.com/brokerauth/broker/auth"
+	"github.com/brokerauth/broker/providers"
+	"github.com/brokerauth/broker/providersession"
 	"github.com/brokerauth/broker/storage"
 )
 
@@ -36,10 +40,63 @@ type Options struct {
 	RedirectDefault string
 	// MaxBodyBytes caps request bodies (default 65536).
 	MaxBodyBytes int64
-	// Claims computes a session's claims; nil means none.
+	// Claims computes a session's claims; nil means none. A claim that
+	// fails is left out (and logged by the function).
 	Claims func(ctx context.Context, s *auth.Session) map[string]any
+	// Access decides forward-auth access rules for a signed-in user; nil
+	// allows every signed-in user.
+	Access func(ctx context.Context, req AccessRequest) (bool, error)
+	// OriginAllowed reports whether an origin (scheme://host[:port]) is in
+	// redirect.allowed_origins: redirects there are allowed and CORS is
+	// answered for it.
+	OriginAllowed func(origin string) bool
+	// TrustedProxies are the proxies whose X-Forwarded-For is believed.
+	TrustedProxies []netip.Prefix
+	// Providers are the enabled OAuth / OpenID Connect providers, in the
+	// order the login page shows them.
+	Providers []Provider
+	// Flows seals login-attempt state into cookies.
+	Flows *providersession.FlowStore
+	// Vault encrypts provider tokens at rest.
+	Vault *providersession.TokenVault
+	// ProviderTimeout bounds a callback's calls to its provider (default 10s).
+	ProviderTimeout time.Duration
+	// Metrics, when not nil, records Prometheus metrics; /metrics serves
+	// its registry.
+	Metrics *Metrics
+	// MetricsOnMainListener serves /metrics on the main handler to
+	// loopback peers (when no separate metrics listener is configured).
+	MetricsOnMainListener bool
+	// LoginExtras and AccountExtras add the parts of the login and account
+	// pages that other features (passkeys, email links, passwords) own.
+	LoginExtras   LoginExtras
+	AccountExtras func(r *http.Request, s *auth.Session) template.HTML
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+}
+
+// Provider is one enabled sign-in provider.
+type Provider struct {
+	// ID is the path segment (/login/{id}) and key prefix.
+	ID string
+	// DisplayName labels the login button.
+	DisplayName string
+	Provider    providers.Provider
+	// Allow is the sign-in restriction (providers.<p>.allow); nil allows all.
+	Allow func(ctx context.Context, id providers.Identity) (bool, error)
+	// Attributes evaluates providers.<p>.attributes at each login; nil sets none.
+	Attributes func(ctx context.Context, id providers.Identity) map[string]any
+	// LinkVerifiedEmail is providers.<p>.link_verified_email.
+	LinkVerifiedEmail bool
+}
+
+// AccessRequest is what a forward-auth access rule sees.
+type AccessRequest struct {
+	Session *auth.Session
+	Claims  map[string]any
+	Host    string
+	Path    string
+	Method  string
 }
 
 // Server serves the broker's HTTP interface.
@@ -50,6 +107,7 @@ type Server struct {
 	opts  Options
 	now   func() time.Time
 	mux   *http.ServeMux
+	provs map[string]*Provider
 }
 
 // New returns a Server.
@@ -66,9 +124,19 @@ func New(o Options) (*Server, error) {
 	if o.MaxBodyBytes <= 0 {
 		o.MaxBodyBytes = 65536
 	}
+	if o.ProviderTimeout <= 0 {
+		o.ProviderTimeout = 10 * time.Second
+	}
+	if len(o.Providers) > 0 && o.Flows == nil {
+		return nil, errors.New("server: providers need a FlowStore")
+	}
 	s := &Server{auth: o.Auth, store: o.Store, log: o.Log, opts: o, now: o.Now, mux: http.NewServeMux()}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	s.provs = map[string]*Provider{}
+	for i := range o.Providers {
+		s.provs[o.Providers[i].ID] = &o.Providers[i]
 	}
 	s.routes()
 	return s, nil
@@ -79,6 +147,19 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("GET /readyz", s.handleReadyz)
 	s.mux.HandleFunc("GET /session", s.handleSession)
 	s.mux.HandleFunc("POST /logout", s.handleLogout)
+	s.mux.HandleFunc("GET /login", s.handleLoginPage)
+	s.mux.HandleFunc("GET /login/{provider}", s.handleLoginStart)
+	s.mux.HandleFunc("GET /login/{provider}/callback", s.handleCallback)
+	s.mux.HandleFunc("POST /link/{provider}", s.handleLinkStart)
+	s.mux.HandleFunc("GET /auth", s.handleForwardAuth)
+	s.mux.HandleFunc("GET /sessions", s.handleListSessions)
+	s.mux.HandleFunc("DELETE /sessions/{id}", s.handleDeleteSession)
+	s.mux.HandleFunc("POST /sessions/revoke-all", s.handleRevokeAll)
+	s.mux.HandleFunc("GET /account", s.handleAccount)
+	s.mux.HandleFunc("GET /assets/{file}", s.handleAsset)
+	if s.opts.Metrics != nil && s.opts.MetricsOnMainListener {
+		s.mux.HandleFunc("GET /metrics", s.handleMetrics)
+	}
 	s.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/login", http.StatusFound)
 	})
@@ -88,6 +169,7 @@ func (s *Server) routes() {
 func (s *Server) Handler() http.Handler {
 	var h http.Handler = http.HandlerFunc(s.dispatch)
 	h = s.limitBody(h)
+	h = s.cors(h)
 	h = s.logRequests(h)
 	h = s.recoverPanics(h)
 	return h
@@ -250,6 +332,11 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		sw := &statusWriter{ResponseWriter: w}
 		start := time.Now()
 		next.ServeHTTP(sw, r)
+		status := sw.status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		s.opts.Metrics.request(r.Pattern, status, time.Since(start))
 		s.log.Debug("request", "request_id", id, "method", r.Method, "path", r.URL.Path,
 			"status", sw.status, "duration", time.Since(start))
 	})

@@ -503,7 +503,9 @@ func TestValidate(t *testing.T) {
 		}, nil},
 		{"missing credentials", func(c *github.Config) { c.ClientID, c.ClientSecret = "", "" }, []string{"client_id: required", "client_secret: required"}},
 		{"half enterprise", func(c *github.Config) { c.APIURL = "https://ghe.example/api/v3" }, []string{"set all three"}},
-		{"bad url", func(c *github.Config) { c.AuthURL, c.TokenURL, c.APIURL = "ghe.example", "https://x/t", "https://x/api" }, []string{"auth_url"}},
+		{"bad url", func(c *github.Config) {
+			c.AuthURL, c.TokenURL, c.APIURL = "ghe.example", "https://x/t", "https://x/api"
+		}, []string{"auth_url"}},
 		{"bad scope", func(c *github.Config) { c.Scopes = []string{"read:user user:email"} }, []string{"scopes[0]"}},
 	}
 	for _, tt := range tests {

@@ -63,7 +63,7 @@ func (s *Store) CreateAuthenticator(ctx context.Context, a storage.Authenticator
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 		a.CredentialID, a.UserID, a.PublicKey, int64(a.SignCount), a.BackupEligible, a.BackedUp, a.DeviceType,
 		stringList(a.Transports), nullBytes(a.AAGUID), a.AttestationType, a.Name, s.tv(a.CreatedAt), s.tvp(a.LastUsedAt))
-	return s.dbErr("create authenticator", err)
+	return dbErr("create authenticator", err)
 }
 
 // GetAuthenticator returns the authenticator with credentialID, or
@@ -72,7 +72,7 @@ func (s *Store) GetAuthenticator(ctx context.Context, credentialID []byte) (stor
 	var r authenticatorRow
 	err := s.db.GetContext(ctx, &r, s.q(`SELECT `+authenticatorColumns+` FROM authenticators WHERE credential_id = ?`), credentialID)
 	if err != nil {
-		return storage.Authenticator{}, s.dbErr("get authenticator", err)
+		return storage.Authenticator{}, dbErr("get authenticator", err)
 	}
 	return r.authenticator(), nil
 }
@@ -83,7 +83,7 @@ func (s *Store) ListAuthenticatorsByUserID(ctx context.Context, userID string) (
 	err := s.db.SelectContext(ctx, &rows, s.q(`SELECT `+authenticatorColumns+` FROM authenticators
 		WHERE user_id = ? ORDER BY created_at, credential_id`), userID)
 	if err != nil {
-		return nil, s.dbErr("list authenticators", err)
+		return nil, dbErr("list authenticators", err)
 	}
 	out := make([]storage.Authenticator, len(rows))
 	for i, r := range rows {
@@ -100,7 +100,7 @@ func (s *Store) UpdateAuthenticatorCounter(ctx context.Context, credentialID []b
 	err := s.db.GetContext(ctx, &r, s.q(`UPDATE authenticators SET sign_count = ?, backed_up = ?, last_used_at = ?
 		WHERE credential_id = ? RETURNING `+authenticatorColumns), int64(counter), backedUp, s.tv(usedAt), credentialID)
 	if err != nil {
-		return storage.Authenticator{}, s.dbErr("update authenticator counter", err)
+		return storage.Authenticator{}, dbErr("update authenticator counter", err)
 	}
 	return r.authenticator(), nil
 }
@@ -110,7 +110,7 @@ func (s *Store) UpdateAuthenticatorCounter(ctx context.Context, credentialID []b
 func (s *Store) RenameAuthenticator(ctx context.Context, userID string, credentialID []byte, name string) error {
 	res, err := s.db.ExecContext(ctx, s.q(`UPDATE authenticators SET name = ? WHERE credential_id = ? AND user_id = ?`),
 		name, credentialID, userID)
-	return s.mustAffect("rename authenticator", res, err)
+	return mustAffect("rename authenticator", res, err)
 }
 
 // DeleteAuthenticator deletes a user's authenticator, or returns
@@ -118,5 +118,5 @@ func (s *Store) RenameAuthenticator(ctx context.Context, userID string, credenti
 func (s *Store) DeleteAuthenticator(ctx context.Context, userID string, credentialID []byte) error {
 	res, err := s.db.ExecContext(ctx, s.q(`DELETE FROM authenticators WHERE credential_id = ? AND user_id = ?`),
 		credentialID, userID)
-	return s.mustAffect("delete authenticator", res, err)
+	return mustAffect("delete authenticator", res, err)
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/lib/pq"
 	"github.com/lib/pq/pqerror"
+	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/brokerauth/broker/storage"
@@ -57,7 +58,7 @@ func constraintField(constraint string) string {
 //   - anything else is wrapped with op.
 //
 // It returns nil for a nil error.
-func (s *Store) dbErr(op string, err error) error {
+func dbErr(op string, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -72,7 +73,7 @@ func (s *Store) dbErr(op string, err error) error {
 			return fmt.Errorf("sqlstore: %s: user: %w", op, storage.ErrNotFound)
 		}
 	}
-	if se, ok := errors.AsType[*sqliteError](err); ok {
+	if se, ok := errors.AsType[*sqlite.Error](err); ok {
 		switch se.Code() {
 		case sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
 			return conflict(sqliteConstraint(se.Code(), se.Error()), err)

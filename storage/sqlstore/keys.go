@@ -67,14 +67,14 @@ func (s *Store) insertKey(ctx context.Context, ext sqlx.ExecerContext, k storage
 // CreateKey inserts k. An existing key id returns a *storage.ConflictError
 // (ConflictKey); a missing user returns storage.ErrNotFound.
 func (s *Store) CreateKey(ctx context.Context, k storage.Key) error {
-	return s.dbErr("create key", s.insertKey(ctx, s.db, k))
+	return dbErr("create key", s.insertKey(ctx, s.db, k))
 }
 
 // GetKey returns the key with id, or storage.ErrNotFound.
 func (s *Store) GetKey(ctx context.Context, id string) (storage.Key, error) {
 	var r keyRow
 	if err := s.db.GetContext(ctx, &r, s.q(`SELECT `+keyColumns+` FROM keys WHERE id = ?`), id); err != nil {
-		return storage.Key{}, s.dbErr("get key", err)
+		return storage.Key{}, dbErr("get key", err)
 	}
 	return r.key(), nil
 }
@@ -83,7 +83,7 @@ func (s *Store) GetKey(ctx context.Context, id string) (storage.Key, error) {
 func (s *Store) ListUserKeys(ctx context.Context, userID string) ([]storage.Key, error) {
 	var rows []keyRow
 	if err := s.db.SelectContext(ctx, &rows, s.q(`SELECT `+keyColumns+` FROM keys WHERE user_id = ? ORDER BY created_at, id`), userID); err != nil {
-		return nil, s.dbErr("list user keys", err)
+		return nil, dbErr("list user keys", err)
 	}
 	return keysOf(rows), nil
 }
@@ -100,7 +100,7 @@ func (s *Store) UpdateKey(ctx context.Context, id string, update func(*storage.K
 	err := s.inTx(ctx, "update key", func(tx *sqlx.Tx) error {
 		var r keyRow
 		if err := tx.GetContext(ctx, &r, s.q(`SELECT `+keyColumns+` FROM keys WHERE id = ?`+s.forUpdate()), id); err != nil {
-			return s.dbErr("update key", err)
+			return dbErr("update key", err)
 		}
 		k := r.key()
 		if err := update(&k); err != nil {
@@ -111,7 +111,7 @@ func (s *Store) UpdateKey(ctx context.Context, id string, update func(*storage.K
 			token_expiry = ?, scope = ?, token_type = ?, updated_at = ? WHERE id = ? RETURNING `+keyColumns),
 			k.HashedPassword, k.AccessToken, k.RefreshToken, k.IDToken, s.tvp(k.TokenExpiry), k.Scope, k.TokenType, s.tv(k.UpdatedAt), id)
 		if err != nil {
-			return s.dbErr("update key", err)
+			return dbErr("update key", err)
 		}
 		out = r.key()
 		return nil
@@ -122,13 +122,14 @@ func (s *Store) UpdateKey(ctx context.Context, id string, update func(*storage.K
 // DeleteKey deletes the key; a key that does not exist is no error.
 func (s *Store) DeleteKey(ctx context.Context, id string) error {
 	if _, err := s.db.ExecContext(ctx, s.q(`DELETE FROM keys WHERE id = ?`), id); err != nil {
-		return s.dbErr("delete key", err)
+		return dbErr("delete key", err)
 	}
 	return nil
 }
 
 // ListKeysWithTokens returns up to limit keys that hold an access, refresh
-// or ID token, ordered by id (bytewise) and starting after id after.
+// or ID token, ordered by id (bytewise) and starting after id after. limit
+// must be positive.
 func (s *Store) ListKeysWithTokens(ctx context.Context, after string, limit int) ([]storage.Key, error) {
 	if limit <= 0 {
 		return nil, fmt.Errorf("sqlstore: list keys with tokens: limit %d is not positive", limit)
@@ -138,7 +139,7 @@ func (s *Store) ListKeysWithTokens(ctx context.Context, after string, limit int)
 		WHERE (access_token IS NOT NULL OR refresh_token IS NOT NULL OR id_token IS NOT NULL) AND id > ?
 		ORDER BY id LIMIT ?`), after, limit)
 	if err != nil {
-		return nil, s.dbErr("list keys with tokens", err)
+		return nil, dbErr("list keys with tokens", err)
 	}
 	return keysOf(rows), nil
 }

@@ -91,11 +91,11 @@ func (s *Store) CreateSession(ctx context.Context, sess storage.Session) error {
 	}
 	st, err := s.stmt(ctx, insertSessionQuery)
 	if err != nil {
-		return s.dbErr("create session", err)
+		return dbErr("create session", err)
 	}
 	_, err = st.ExecContext(ctx, sess.ID, sess.UserID, s.tv(sess.ActiveExpires), s.tv(sess.IdleExpires),
 		s.tv(sess.CreatedAt), s.tv(sess.AuthenticatedAt), s.tv(sess.LastSeenAt), sess.UserAgent, sess.IP, attrs)
-	return s.dbErr("create session", err)
+	return dbErr("create session", err)
 }
 
 // GetSession returns the session with id, dead or alive, or
@@ -103,11 +103,11 @@ func (s *Store) CreateSession(ctx context.Context, sess storage.Session) error {
 func (s *Store) GetSession(ctx context.Context, id string) (storage.Session, error) {
 	st, err := s.stmt(ctx, getSessionQuery)
 	if err != nil {
-		return storage.Session{}, s.dbErr("get session", err)
+		return storage.Session{}, dbErr("get session", err)
 	}
 	var r sessionRow
 	if err := st.GetContext(ctx, &r, id); err != nil {
-		return storage.Session{}, s.dbErr("get session", err)
+		return storage.Session{}, dbErr("get session", err)
 	}
 	return r.session(), nil
 }
@@ -117,11 +117,11 @@ func (s *Store) GetSession(ctx context.Context, id string) (storage.Session, err
 func (s *Store) GetSessionAndUser(ctx context.Context, id string) (storage.Session, storage.User, error) {
 	st, err := s.stmt(ctx, getSessionAndUserQuery)
 	if err != nil {
-		return storage.Session{}, storage.User{}, s.dbErr("get session and user", err)
+		return storage.Session{}, storage.User{}, dbErr("get session and user", err)
 	}
 	var r sessionUserRow
 	if err := st.GetContext(ctx, &r, id); err != nil {
-		return storage.Session{}, storage.User{}, s.dbErr("get session and user", err)
+		return storage.Session{}, storage.User{}, dbErr("get session and user", err)
 	}
 	return r.S.session(), r.U.user(), nil
 }
@@ -133,7 +133,7 @@ func (s *Store) ListUserSessions(ctx context.Context, userID string, now time.Ti
 	err := s.db.SelectContext(ctx, &rows, s.q(`SELECT `+sessionColumns+` FROM sessions
 		WHERE user_id = ? AND idle_expires > ? ORDER BY created_at, id`), userID, s.tv(now))
 	if err != nil {
-		return nil, s.dbErr("list user sessions", err)
+		return nil, dbErr("list user sessions", err)
 	}
 	return sessionsOf(rows), nil
 }
@@ -143,16 +143,16 @@ func (s *Store) ListUserSessions(ctx context.Context, userID string, now time.Ti
 func (s *Store) TouchSession(ctx context.Context, id string, activeExpires, idleExpires, lastSeen time.Time) error {
 	st, err := s.stmt(ctx, touchSessionQuery)
 	if err != nil {
-		return s.dbErr("touch session", err)
+		return dbErr("touch session", err)
 	}
 	res, err := st.ExecContext(ctx, s.tv(activeExpires), s.tv(idleExpires), s.tv(lastSeen), id)
-	return s.mustAffect("touch session", res, err)
+	return mustAffect("touch session", res, err)
 }
 
 // ReauthenticateSession sets AuthenticatedAt, or returns storage.ErrNotFound.
 func (s *Store) ReauthenticateSession(ctx context.Context, id string, at time.Time) error {
 	res, err := s.db.ExecContext(ctx, s.q(`UPDATE sessions SET authenticated_at = ? WHERE id = ?`), s.tv(at), id)
-	return s.mustAffect("reauthenticate session", res, err)
+	return mustAffect("reauthenticate session", res, err)
 }
 
 // UpdateSessionAttributes merges attrs into the session's attributes (a nil
@@ -164,7 +164,7 @@ func (s *Store) UpdateSessionAttributes(ctx context.Context, id string, attrs ma
 		var cur jsonObject
 		err := tx.GetContext(ctx, &cur, s.q(`SELECT attributes FROM sessions WHERE id = ?`+s.forUpdate()), id)
 		if err != nil {
-			return s.dbErr("update session attributes", err)
+			return dbErr("update session attributes", err)
 		}
 		merged := maps.Clone(map[string]any(cur))
 		if merged == nil {
@@ -184,7 +184,7 @@ func (s *Store) UpdateSessionAttributes(ctx context.Context, id string, attrs ma
 		var r sessionRow
 		err = tx.GetContext(ctx, &r, s.q(`UPDATE sessions SET attributes = ? WHERE id = ? RETURNING `+sessionColumns), enc, id)
 		if err != nil {
-			return s.dbErr("update session attributes", err)
+			return dbErr("update session attributes", err)
 		}
 		out = r.session()
 		return nil
@@ -195,7 +195,7 @@ func (s *Store) UpdateSessionAttributes(ctx context.Context, id string, attrs ma
 // DeleteSession deletes the session; an unknown id is no error.
 func (s *Store) DeleteSession(ctx context.Context, id string) error {
 	if _, err := s.db.ExecContext(ctx, s.q(`DELETE FROM sessions WHERE id = ?`), id); err != nil {
-		return s.dbErr("delete session", err)
+		return dbErr("delete session", err)
 	}
 	return nil
 }
@@ -204,7 +204,7 @@ func (s *Store) DeleteSession(ctx context.Context, id string) error {
 func (s *Store) DeleteUserSessions(ctx context.Context, userID string) ([]string, error) {
 	var ids []string
 	if err := s.db.SelectContext(ctx, &ids, s.q(`DELETE FROM sessions WHERE user_id = ? RETURNING id`), userID); err != nil {
-		return nil, s.dbErr("delete user sessions", err)
+		return nil, dbErr("delete user sessions", err)
 	}
 	return ids, nil
 }
@@ -213,11 +213,11 @@ func (s *Store) DeleteUserSessions(ctx context.Context, userID string) ([]string
 // after now.
 func (s *Store) DeleteDeadUserSessions(ctx context.Context, userID string, now time.Time) error {
 	_, err := s.db.ExecContext(ctx, s.q(`DELETE FROM sessions WHERE user_id = ? AND idle_expires <= ?`), userID, s.tv(now))
-	return s.dbErr("delete dead user sessions", err)
+	return dbErr("delete dead user sessions", err)
 }
 
 // DeleteDeadSessions deletes up to limit sessions whose idle expiry is not
-// after now and returns how many it deleted.
+// after now and returns how many it deleted. limit must be positive.
 func (s *Store) DeleteDeadSessions(ctx context.Context, now time.Time, limit int) (int64, error) {
 	return s.deleteBatch(ctx, "delete dead sessions",
 		`DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE idle_expires <= ? LIMIT ?)`, now, limit)
@@ -231,11 +231,11 @@ func (s *Store) deleteBatch(ctx context.Context, op, query string, now time.Time
 	}
 	res, err := s.db.ExecContext(ctx, s.q(query), s.tv(now), limit)
 	if err != nil {
-		return 0, s.dbErr(op, err)
+		return 0, dbErr(op, err)
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return 0, s.dbErr(op, err)
+		return 0, dbErr(op, err)
 	}
 	return n, nil
 }

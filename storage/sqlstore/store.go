@@ -17,7 +17,7 @@ import (
 	"github.com/lib/pq"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
-	"modernc.org/sqlite"
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
 	"github.com/brokerauth/broker/storage"
 )
@@ -73,8 +73,8 @@ func WithSchema(name string) Option {
 	return func(o *options) { o.schema = name }
 }
 
-// Open connects to the database at url and checks that it answers. url is
-// one of:
+// Open connects to the database at rawURL and checks that it answers.
+// rawURL is one of:
 //
 //	postgres://user@host:5432/db?sslmode=disable  (or postgresql://; any lib/pq URL)
 //	sqlite:broker.db                              a path relative to the working directory
@@ -90,8 +90,11 @@ func WithSchema(name string) Option {
 // holds the only connection, which is fine for tests and tools but means an
 // update closure must not call back into the Store.
 //
+// A query string on an SQLite URL is passed on to the driver
+// (modernc.org/sqlite), e.g. sqlite:broker.db?_pragma=cache_size(-20000).
+//
 // Open does not create tables; call [Store.Migrate].
-func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
+func Open(ctx context.Context, rawURL string, opts ...Option) (*Store, error) {
 	var o options
 	for _, opt := range opts {
 		opt(&o)
@@ -104,10 +107,10 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 		err error
 	)
 	switch {
-	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
-		s, err = openPostgres(url, o)
-	case strings.HasPrefix(url, "sqlite:"):
-		s, err = openSQLite(strings.TrimPrefix(url, "sqlite:"), o)
+	case strings.HasPrefix(rawURL, "postgres://"), strings.HasPrefix(rawURL, "postgresql://"):
+		s, err = openPostgres(rawURL, o)
+	case strings.HasPrefix(rawURL, "sqlite:"):
+		s, err = openSQLite(strings.TrimPrefix(rawURL, "sqlite:"), o)
 	default:
 		return nil, errors.New("sqlstore: open: unsupported database url: want postgres://, postgresql:// or sqlite:")
 	}
@@ -125,7 +128,7 @@ func openPostgres(dsn string, o options) (*Store, error) {
 	if o.schema != "" {
 		u, err := url.Parse(dsn)
 		if err != nil {
-			return nil, fmt.Errorf("sqlstore: open: parse url: %w", err)
+			return nil, fmt.Errorf("sqlstore: open: invalid postgres url: %w", redactURL(err))
 		}
 		q := u.Query()
 		// lib/pq sends parameters it does not know as run-time parameters
@@ -136,8 +139,7 @@ func openPostgres(dsn string, o options) (*Store, error) {
 	}
 	connector, err := pq.NewConnector(dsn)
 	if err != nil {
-		// The error may quote the DSN; do not wrap it with the password.
-		return nil, fmt.Errorf("sqlstore: open: invalid postgres url: %w", err)
+		return nil, fmt.Errorf("sqlstore: open: invalid postgres url: %w", redactURL(err))
 	}
 	db := sqlx.NewDb(sql.OpenDB(connector), "postgres")
 	n := o.maxOpenConns
@@ -192,6 +194,14 @@ func openSQLite(path string, o options) (*Store, error) {
 		db.SetMaxIdleConns(n)
 	}
 	return &Store{db: db, dialect: DialectSQLite}, nil
+}
+
+// redactURL drops the URL, which may hold a password, from a *url.Error.
+func redactURL(err error) error {
+	if ue, ok := errors.AsType[*url.Error](err); ok {
+		return ue.Err
+	}
+	return err
 }
 
 // escapeSQLitePath escapes the characters that end or escape the path of an
@@ -347,10 +357,7 @@ func (s *Store) inTx(ctx context.Context, op string, fn func(tx *sqlx.Tx) error)
 		return err
 	}
 	if err := tx.Commit(); err != nil {
-		return s.dbErr(op, err)
+		return dbErr(op, err)
 	}
 	return nil
 }
-
-// sqliteError is modernc's error type, named here so errors.go reads well.
-type sqliteError = sqlite.Error

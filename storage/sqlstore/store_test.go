@@ -193,6 +193,8 @@ func TestOpen(t *testing.T) {
 		{"sqlite::memory:", []sqlstore.Option{sqlstore.WithSchema("x")}, "PostgreSQL only"},
 		{"sqlite::memory:", []sqlstore.Option{sqlstore.WithMaxOpenConns(-1)}, "negative"},
 		{"sqlite:" + filepath.Join(t.TempDir(), "missing", "dir", "broker.db"), nil, "sqlstore: open"},
+		{"postgres://u:secret@localhost:port/db", nil, "invalid postgres url"},
+		{"postgres://u:secret@localhost:port/db", []sqlstore.Option{sqlstore.WithSchema("x")}, "invalid postgres url"},
 	} {
 		t.Run("error "+tc.url, func(t *testing.T) {
 			s, err := sqlstore.Open(ctx, tc.url, tc.opts...)
@@ -203,12 +205,15 @@ func TestOpen(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("Open(%q) = %v; want an error containing %q", tc.url, err, tc.want)
 			}
+			if strings.Contains(err.Error(), "secret") {
+				t.Errorf("Open(%q) = %v; the error shows the password", tc.url, err)
+			}
 		})
 	}
 }
 
-// TestClosureMayNotDeadlock checks that an update closure that reads
-// through the same store works when the pool has room.
+// TestUpdateUserClosureReads checks that an update closure may read through
+// the same store (on another pooled connection) while its transaction is open.
 func TestUpdateUserClosureReads(t *testing.T) {
 	t.Parallel()
 	s := storagetest.OpenSQLite(t)

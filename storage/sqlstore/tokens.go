@@ -24,7 +24,7 @@ type verificationTokenRow struct {
 func (s *Store) CreateVerificationToken(ctx context.Context, t storage.VerificationToken) error {
 	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO verification_tokens (identifier, token_hash, expires, redirect_to, created_at)
 		VALUES (?, ?, ?, ?, ?)`), t.Identifier, t.TokenHash, s.tv(t.Expires), t.RedirectTo, s.tv(t.CreatedAt))
-	return s.dbErr("create verification token", err)
+	return dbErr("create verification token", err)
 }
 
 // UseVerificationToken deletes and returns the token matching identifier and
@@ -36,7 +36,7 @@ func (s *Store) UseVerificationToken(ctx context.Context, identifier, tokenHash 
 	err := s.db.GetContext(ctx, &r, s.q(`DELETE FROM verification_tokens WHERE identifier = ? AND token_hash = ?
 		RETURNING identifier, token_hash, expires, redirect_to, created_at`), identifier, tokenHash)
 	if err != nil {
-		return storage.VerificationToken{}, s.dbErr("use verification token", err)
+		return storage.VerificationToken{}, dbErr("use verification token", err)
 	}
 	if !r.Expires.After(now) {
 		return storage.VerificationToken{}, fmt.Errorf("sqlstore: use verification token: expired: %w", storage.ErrNotFound)
@@ -51,7 +51,7 @@ func (s *Store) UseVerificationToken(ctx context.Context, identifier, tokenHash 
 }
 
 // DeleteExpiredVerificationTokens deletes up to limit tokens that expired at
-// or before now, returning how many.
+// or before now, returning how many. limit must be positive.
 func (s *Store) DeleteExpiredVerificationTokens(ctx context.Context, now time.Time, limit int) (int64, error) {
 	return s.deleteBatch(ctx, "delete expired verification tokens",
 		`DELETE FROM verification_tokens WHERE (identifier, token_hash) IN
@@ -62,7 +62,7 @@ func (s *Store) DeleteExpiredVerificationTokens(ctx context.Context, now time.Ti
 // storage.ErrConsumed when id was already recorded (and not yet swept).
 func (s *Store) ConsumeFlowState(ctx context.Context, id string, expires time.Time) error {
 	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO flow_states (id, expires) VALUES (?, ?)`), id, s.tv(expires))
-	if err = s.dbErr("consume flow state", err); err != nil {
+	if err = dbErr("consume flow state", err); err != nil {
 		if ce, ok := errors.AsType[*storage.ConflictError](err); ok && ce.Field == conflictFlowState {
 			return fmt.Errorf("sqlstore: consume flow state: %w", storage.ErrConsumed)
 		}
@@ -72,7 +72,7 @@ func (s *Store) ConsumeFlowState(ctx context.Context, id string, expires time.Ti
 }
 
 // DeleteExpiredFlowStates deletes up to limit records that expired at or
-// before now, returning how many.
+// before now, returning how many. limit must be positive.
 func (s *Store) DeleteExpiredFlowStates(ctx context.Context, now time.Time, limit int) (int64, error) {
 	return s.deleteBatch(ctx, "delete expired flow states",
 		`DELETE FROM flow_states WHERE id IN (SELECT id FROM flow_states WHERE expires <= ? LIMIT ?)`, now, limit)

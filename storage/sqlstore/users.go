@@ -78,11 +78,11 @@ func (s *Store) CreateUser(ctx context.Context, u storage.User, key *storage.Key
 			u.ID, u.Username, lowerEmail(u.Email), s.tvp(u.EmailVerifiedAt), u.Name, u.Image, attrs,
 			nullBytes(u.WebAuthnHandle), s.tv(u.CreatedAt), s.tv(u.UpdatedAt))
 		if err != nil {
-			return s.dbErr("create user", err)
+			return dbErr("create user", err)
 		}
 		if key != nil {
 			if err := s.insertKey(ctx, tx, *key); err != nil {
-				return s.dbErr("create user: create key", err)
+				return dbErr("create user: create key", err)
 			}
 		}
 		return nil
@@ -127,7 +127,7 @@ func (s *Store) GetUserByWebAuthnHandle(ctx context.Context, handle []byte) (sto
 func (s *Store) getUser(ctx context.Context, op, query string, args ...any) (storage.User, error) {
 	var r userRow
 	if err := s.db.GetContext(ctx, &r, s.q(query), args...); err != nil {
-		return storage.User{}, s.dbErr(op, err)
+		return storage.User{}, dbErr(op, err)
 	}
 	return r.user(), nil
 }
@@ -140,7 +140,7 @@ func (s *Store) UpdateUser(ctx context.Context, id string, update func(*storage.
 	err := s.inTx(ctx, "update user", func(tx *sqlx.Tx) error {
 		var r userRow
 		if err := tx.GetContext(ctx, &r, s.q(`SELECT `+userColumns+` FROM users WHERE id = ?`+s.forUpdate()), id); err != nil {
-			return s.dbErr("update user", err)
+			return dbErr("update user", err)
 		}
 		u := r.user()
 		if err := update(&u); err != nil {
@@ -158,7 +158,7 @@ func (s *Store) UpdateUser(ctx context.Context, id string, update func(*storage.
 			attributes = ?, webauthn_handle = ?, updated_at = ? WHERE id = ? RETURNING `+userColumns),
 			u.Username, u.Email, s.tvp(u.EmailVerifiedAt), u.Name, u.Image, attrs, nullBytes(u.WebAuthnHandle), s.tv(u.UpdatedAt), id)
 		if err != nil {
-			return s.dbErr("update user", err)
+			return dbErr("update user", err)
 		}
 		out = r.user()
 		return nil
@@ -179,7 +179,7 @@ func (s *Store) DeleteUser(ctx context.Context, id string) error {
 			`DELETE FROM users WHERE id = ?`,
 		} {
 			if _, err := tx.ExecContext(ctx, s.q(query), id); err != nil {
-				return s.dbErr("delete user", err)
+				return dbErr("delete user", err)
 			}
 		}
 		return nil
@@ -188,7 +188,7 @@ func (s *Store) DeleteUser(ctx context.Context, id string) error {
 
 // ListUsers returns up to limit users ordered by creation time, then id,
 // starting after the user with id after ("" for the first page). If the user
-// after no longer exists, the page is empty.
+// after no longer exists, the page is empty. limit must be positive.
 func (s *Store) ListUsers(ctx context.Context, after string, limit int) ([]storage.User, error) {
 	if limit <= 0 {
 		return nil, fmt.Errorf("sqlstore: list users: limit %d is not positive", limit)
@@ -206,7 +206,7 @@ func (s *Store) ListUsers(ctx context.Context, after string, limit int) ([]stora
 			ORDER BY u.created_at, u.id LIMIT ?`), after, limit)
 	}
 	if err != nil {
-		return nil, s.dbErr("list users", err)
+		return nil, dbErr("list users", err)
 	}
 	users := make([]storage.User, len(rows))
 	for i, r := range rows {
@@ -226,13 +226,13 @@ func prefixed(t, columns string) string {
 }
 
 // mustAffect turns an Exec that changed no row into storage.ErrNotFound.
-func (s *Store) mustAffect(op string, res sql.Result, err error) error {
+func mustAffect(op string, res sql.Result, err error) error {
 	if err != nil {
-		return s.dbErr(op, err)
+		return dbErr(op, err)
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return s.dbErr(op, err)
+		return dbErr(op, err)
 	}
 	if n == 0 {
 		return fmt.Errorf("sqlstore: %s: %w", op, storage.ErrNotFound)

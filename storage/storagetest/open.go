@@ -73,20 +73,20 @@ func PostgresSchema(t testing.TB) (url, schema string) {
 }
 
 // OpenPostgres returns a migrated store in a fresh PostgreSQL schema of its
-// own (see [PostgresSchema]), closed and dropped when the test ends. The
-// pool is small (4 connections) unless opts say otherwise.
-func OpenPostgres(t testing.TB, opts ...sqlstore.Option) *sqlstore.Store {
+// own (see [PostgresSchema]) with a pool of 4 connections, closed and
+// dropped when the test ends. For other options, open the store yourself
+// with [PostgresSchema], [sqlstore.Open] and [sqlstore.WithSchema].
+func OpenPostgres(t testing.TB) *sqlstore.Store {
 	t.Helper()
 	url, schema := PostgresSchema(t)
-	opts = append([]sqlstore.Option{sqlstore.WithMaxOpenConns(testMaxOpenConns)}, opts...)
-	return open(t, url, append(opts, sqlstore.WithSchema(schema))...)
+	return open(t, url, sqlstore.WithMaxOpenConns(testMaxOpenConns), sqlstore.WithSchema(schema))
 }
 
 // OpenSQLite returns a migrated store on a new SQLite file in t.TempDir(),
 // closed when the test ends.
-func OpenSQLite(t testing.TB, opts ...sqlstore.Option) *sqlstore.Store {
+func OpenSQLite(t testing.TB) *sqlstore.Store {
 	t.Helper()
-	return open(t, SQLiteURL(t), opts...)
+	return open(t, SQLiteURL(t))
 }
 
 // SQLiteURL returns the URL of a new SQLite database file in t.TempDir(),

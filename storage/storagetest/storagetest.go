@@ -33,6 +33,15 @@ func at(d time.Duration) time.Time { return t0.Add(d) }
 
 func ptr[T any](v T) *T { return &v }
 
+// deref returns *p, or the zero value for nil.
+func deref[T any](p *T) T {
+	var v T
+	if p != nil {
+		v = *p
+	}
+	return v
+}
+
 // equate compares records field by field; time.Time fields compare with
 // their Equal method, and nil and empty slices and maps are equal.
 var equate = cmpopts.EquateEmpty()
@@ -263,6 +272,11 @@ func testUserTimes(t *testing.T, s storage.Store) {
 	if got.CreatedAt.Location() != time.UTC {
 		t.Errorf("CreatedAt location = %v; want UTC", got.CreatedAt.Location())
 	}
+
+	// The zero time survives too.
+	zero := storage.User{ID: "u2", Attributes: map[string]any{}}
+	mustCreateUser(t, s, zero, nil)
+	diff(t, "user with zero times", zero, mustGetUser(t, s, "u2"))
 }
 
 func testCreateUserWithKey(t *testing.T, s storage.Store) {
@@ -369,7 +383,7 @@ func testUsername(t *testing.T, s storage.Store) {
 		got, err := s.GetUserByUsername(ctx, name)
 		noErr(t, "GetUserByUsername("+name+")", err)
 		if got.ID != "u1" || got.Username == nil || *got.Username != "Alice" {
-			t.Errorf("GetUserByUsername(%s) = %s %v; want u1 with its username as written", name, got.ID, got.Username)
+			t.Errorf("GetUserByUsername(%s) = %s %q; want u1 with its username as written", name, got.ID, deref(got.Username))
 		}
 	}
 	dup := newUser("u4")
@@ -438,16 +452,16 @@ func testEmailLowerCased(t *testing.T, s storage.Store) {
 	u := newUser("u1")
 	u.Email = ptr("Bob@Example.COM")
 	mustCreateUser(t, s, u, nil)
-	if got := mustGetUser(t, s, "u1"); got.Email == nil || *got.Email != "bob@example.com" {
-		t.Errorf("Email = %v; want bob@example.com", got.Email)
+	if got := mustGetUser(t, s, "u1"); deref(got.Email) != "bob@example.com" {
+		t.Errorf("Email = %q; want bob@example.com", deref(got.Email))
 	}
 	got, err := s.UpdateUser(t.Context(), "u1", func(u *storage.User) error { u.Email = ptr("New@Example.Org"); return nil })
 	noErr(t, "UpdateUser", err)
-	if got.Email == nil || *got.Email != "new@example.org" {
-		t.Errorf("UpdateUser Email = %v; want new@example.org", got.Email)
+	if deref(got.Email) != "new@example.org" {
+		t.Errorf("UpdateUser Email = %q; want new@example.org", deref(got.Email))
 	}
-	if got := mustGetUser(t, s, "u1"); *got.Email != "new@example.org" {
-		t.Errorf("stored Email = %s; want new@example.org", *got.Email)
+	if got := mustGetUser(t, s, "u1"); deref(got.Email) != "new@example.org" {
+		t.Errorf("stored Email = %q; want new@example.org", deref(got.Email))
 	}
 }
 
@@ -490,7 +504,7 @@ func testUpdateUser(t *testing.T, s storage.Store) {
 
 	got, err := s.UpdateUser(ctx, "u1", func(u *storage.User) error {
 		if u.Username == nil || *u.Username != "alice" {
-			return fmt.Errorf("update got username %v; want alice", u.Username)
+			return fmt.Errorf("update got username %q; want alice", deref(u.Username))
 		}
 		u.ID = "hijack"         // cannot change
 		u.CreatedAt = at(-9999) // cannot change
@@ -714,7 +728,7 @@ func testUpdateKey(t *testing.T, s storage.Store) {
 
 	got, err := s.UpdateKey(ctx, k.ID, func(k *storage.Key) error {
 		if k.AccessToken == nil || *k.AccessToken != "old" {
-			return fmt.Errorf("update got access token %v; want old", k.AccessToken)
+			return fmt.Errorf("update got access token %q; want old", deref(k.AccessToken))
 		}
 		k.ID, k.UserID, k.Provider, k.ProviderUserID = "x:y", "u9", "x", "y" // cannot change
 		k.CreatedAt = at(-time.Hour)                                         // cannot change
@@ -806,8 +820,8 @@ func UpdateKeyConcurrently(t *testing.T, keyID string, n int, stores ...storage.
 	}
 	k, err := stores[0].GetKey(ctx, keyID)
 	noErr(t, "GetKey", err)
-	if k.Scope == nil || *k.Scope != strconv.Itoa(n) {
-		t.Errorf("counter = %v; want %d (an update was lost)", k.Scope, n)
+	if got := deref(k.Scope); got != strconv.Itoa(n) {
+		t.Errorf("counter = %q; want %d (an update was lost)", got, n)
 	}
 }
 

@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/brokerauth/broker/auth"
+	"github.com/brokerauth/broker/internal/config"
+	"github.com/brokerauth/broker/internal/rules"
+	"github.com/brokerauth/broker/internal/seal"
+	"github.com/brokerauth/broker/internal/server"
+	"github.com/brokerauth/broker/providersession"
+	"github.com/brokerauth/broker/storage"
+	"github.com/brokerauth/broker/storage/sqlstore"
+)
+
+// app is a wired broker: everything `serve` runs.
+type app struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	store   *sqlstore.Store
+	auth    *auth.Auth
+	server  *server.Server
+	metrics *server.Metrics
+	vault   *providersession.TokenVault
+}
+
+// newAuth builds the core from the configuration.
+func newAuth(cfg *config.Config, st storage.Store) (*auth.Auth, error) {
+	pub, err := url.Parse(cfg.Server.PublicURL)
+	if err != nil {
+		return nil, fmt.Errorf("server.public_url: %w", err)
+	}
+	var exact []string
+	for _, o := range cfg.Redirect.AllowedOrigins {
+		if !strings.Contains(o, "*.") {
+			exact = append(exact, o)
+		}
+	}
+	exact = append(exact, cfg.WebAuthn.Origins...)
+	return auth.New(st, auth.Options{
+		ActivePeriod: cfg.Session.ActivePeriod,
+		IdlePeriod:   cfg.Session.IdlePeriod,
+		Cookie: auth.CookieOptions{
+			Name:   cfg.Session.CookieName,
+			Domain: cfg.Session.CookieDomain,
+			Secure: pub.Scheme == "https",
+		},
+		Origin:         pub.Scheme + "://" + pub.Host,
+		AllowedOrigins: exact,
+		OriginPatterns: wildcardOrigins(cfg.Redirect.AllowedOrigins),
+	})
+}
+
+func wildcardOrigins(origins []string) []string {
+	var out []string
+	for _, o := range origins {
+		if strings.Contains(o, "*.") {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// buildApp opens the store (migrating when configured) and wires the core,
+// providers and HTTP server.
+func buildApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, error) {
+	st, err := openStore(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			st.Close()
+		}
+	}()
+	if cfg.Database.AutoMigrate {
+		if err := st.Migrate(ctx); err != nil {
+			return nil, err
+		}
+	}
+	a, err := newAuth(cfg, st)
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.CookieKeys) == 0 || len(cfg.TokenKeys) == 0 {
+		return nil, errors.New("secrets: cookie and token keys are required")
+	}
+	cookieRing, err := seal.NewKeyring(cfg.CookieKeys...)
+	if err != nil {
+		return nil, fmt.Errorf("secrets.cookie_keys: %w", err)
+	}
+	tokenRing, err := seal.NewKeyring(cfg.TokenKeys...)
+	if err != nil {
+		return nil, fmt.Errorf("secrets.token_keys: %w", err)
+	}
+	pub, _ := url.Parse(cfg.Server.PublicURL)
+	flows := providersession.NewFlowStore(providersession.FlowOptions{
+		Keyring: cookieRing, Consumed: st, Secure: pub.Scheme == "https",
+	})
+	vault := providersession.NewTokenVault(tokenRing, st, nil)
+	client := &http.Client{Timeout: cfg.Server.ProviderTimeout + 5*time.Second}
+	provs, err := openProviders(ctx, cfg, client, log)
+	if err != nil {
+		return nil, err
+	}
+	claims, err := rules.CompileClaims(cfg.Claims)
+	if err != nil {
+		return nil, err
+	}
+	rs := make([]rules.Rule, len(cfg.Access))
+	for i, r := range cfg.Access {
+		rs[i] = rules.Rule{Host: r.Host, PathPrefix: r.PathPrefix, Allow: r.Allow}
+	}
+	access, err := rules.CompileAccess(rs)
+	if err != nil {
+		return nil, err
+	}
+	metrics := server.NewMetrics()
+	needKeys := exprsMention(cfg, "keys")
+	keysOf := func(ctx context.Context, userID string) []auth.Key {
+		if !needKeys {
+			return nil
+		}
+		ks, err := a.GetAllUserKeys(ctx, userID)
+		if err != nil {
+			log.Warn("keys for claims", "err", err)
+		}
+		return ks
+	}
+	opts := server.Options{
+		Auth:            a,
+		Store:           st,
+		Log:             log,
+		PublicURL:       strings.TrimRight(cfg.Server.PublicURL, "/"),
+		RedirectDefault: cfg.Redirect.Default,
+		MaxBodyBytes:    cfg.Server.MaxBodyBytes,
+		OriginAllowed:   cfg.Redirect.AllowsOrigin,
+		TrustedProxies:  cfg.Server.TrustedProxyPrefixes(),
+		Providers:       provs,
+		Flows:           flows,
+		Vault:           vault,
+		ProviderTimeout: cfg.Server.ProviderTimeout,
+		Metrics:         metrics,
+		// /metrics is on the main listener, for loopback peers, only when
+		// no metrics listener of its own is configured.
+		MetricsOnMainListener: cfg.Server.MetricsListen == "",
+	}
+	if len(cfg.Claims) > 0 {
+		opts.Claims = func(ctx context.Context, s *auth.Session) map[string]any {
+			out, errs := claims.Eval(ctx, s.User, keysOf(ctx, s.UserID), s)
+			for _, e := range errs {
+				log.Warn("claim left out", "user_id", s.UserID, "err", e)
+			}
+			return out
+		}
+	}
+	if len(cfg.Access) > 0 {
+		opts.Access = func(ctx context.Context, req server.AccessRequest) (bool, error) {
+			allowed, _, err := access.Decide(ctx, rules.AccessInput{
+				User: req.Session.User, Keys: keysOf(ctx, req.Session.UserID), Session: req.Session,
+				Claims: req.Claims, Host: req.Host, Path: req.Path, Method: req.Method,
+			})
+			return allowed, err
+		}
+	}
+	srv, err := server.New(opts)
+	if err != nil {
+		return nil, err
+	}
+	ok = true
+	return &app{cfg: cfg, log: log, store: st, auth: a, server: srv, metrics: metrics, vault: vault}, nil
+}
+
+// exprsMention reports whether any claim or access expression uses name.
+func exprsMention(cfg *config.Config, name string) bool {
+	for _, e := range cfg.Claims {
+		if strings.Contains(e, name) {
+			return true
+		}
+	}
+	for _, r := range cfg.Access {
+		if strings.Contains(r.Allow, name) {
+			return true
+		}
+	}
+	return false
+}
