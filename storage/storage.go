@@ -50,7 +50,8 @@ var ErrNotFound = errors.New("storage: not found")
 // holds for all of them.
 var ErrAlreadyExists = errors.New("storage: already exists")
 
-// ErrConsumed reports that a flow state or verification token was already used.
+// ErrConsumed reports that a flow state was already used. (A used
+// verification token is gone: UseVerificationToken reports ErrNotFound.)
 var ErrConsumed = errors.New("storage: already consumed")
 
 // Conflict fields reported by [ConflictError].

@@ -153,10 +153,12 @@ func underPrefix(p, prefix string) bool {
 // normalizeHost lower-cases h and drops its port, the brackets of an IPv6
 // literal and a final dot.
 func normalizeHost(h string) string {
-	if host, _, err := net.SplitHostPort(h); err == nil {
-		h = host
-	} else if len(h) > 1 && h[0] == '[' && h[len(h)-1] == ']' {
-		h = h[1 : len(h)-1]
+	if strings.IndexByte(h, ':') >= 0 { // only then: SplitHostPort's error allocates
+		if host, _, err := net.SplitHostPort(h); err == nil {
+			h = host
+		} else if len(h) > 1 && h[0] == '[' && h[len(h)-1] == ']' {
+			h = h[1 : len(h)-1]
+		}
 	}
 	h = strings.TrimSuffix(h, ".")
 	return strings.ToLower(h)

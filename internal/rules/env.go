@@ -33,6 +33,7 @@ const (
 	KindIdentityAttribute
 )
 
+// String names the kind: claims, access, identity, identity attribute.
 func (k Kind) String() string {
 	switch k {
 	case KindClaims:
@@ -110,8 +111,10 @@ type CompileError struct {
 	Err  error
 }
 
+// Error is "<path>: <problem>".
 func (e *CompileError) Error() string { return e.Path + ": " + e.Err.Error() }
 
+// Unwrap returns the problem.
 func (e *CompileError) Unwrap() error { return e.Err }
 
 // EvalError is an expression that failed for one request or login: a
@@ -122,8 +125,11 @@ type EvalError struct {
 	Err  error
 }
 
+// Error is "<path>: <problem>".
 func (e *EvalError) Error() string { return e.Path + ": " + e.Err.Error() }
 
+// Unwrap returns the problem: errors.Is(err, context.Canceled) holds for
+// an evaluation that ctx stopped.
 func (e *EvalError) Unwrap() error { return e.Err }
 
 // Check compiles expr as an expression of kind k and reports why it cannot
@@ -176,10 +182,17 @@ func compile(src string, k Kind) (cel.Program, error) {
 
 // eval runs prg over act under ctx (nil means context.Background()).
 func eval(ctx context.Context, prg cel.Program, act *activation) (ref.Val, error) {
-	if ctx == nil {
-		ctx = context.Background()
+	var (
+		out ref.Val
+		err error
+	)
+	if ctx == nil || ctx.Done() == nil {
+		// A context that never ends has nothing to interrupt: skip the
+		// per-evaluation setup of ContextEval. The cost limit still holds.
+		out, _, err = prg.Eval(act)
+	} else {
+		out, _, err = prg.ContextEval(ctx, act)
 	}
-	out, _, err := prg.ContextEval(ctx, act)
 	if err != nil {
 		return nil, err
 	}

@@ -5,7 +5,12 @@
 // /user/orgs. The endpoints are configurable for GitHub Enterprise Server.
 //
 // Identity.Subject is GitHub's numeric user id in decimal: logins can be
-// renamed and reused, emails changed; the id cannot.
+// renamed and reused, emails changed; the id cannot. Identity.Email is the
+// primary address only when GitHub says it is verified. Identity.Claims is
+// the GET /user object as GitHub sends it: its "email" is the public profile
+// address, which GitHub does not verify, so allow rules should use
+// identity.email and identity.email_verified instead. Identity.Name falls
+// back to the login when the profile has no name.
 package github
 
 import (

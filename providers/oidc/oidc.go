@@ -150,12 +150,17 @@ func (p *provider) discover(ctx context.Context) (*discovered, error) {
 	}
 	d, err := p.fetchMetadata(ctx)
 	if err != nil {
+		if errors.Is(ctx.Err(), context.Canceled) {
+			// The caller gave up (the browser went away); that says
+			// nothing about the issuer, so it does not count.
+			return nil, err
+		}
 		p.failures++
 		wait := time.Duration(0)
 		if p.failures > 1 {
 			wait = min(firstBackoff<<min(p.failures-2, 10), maxBackoff)
 		}
-		p.nextTry = now.Add(wait)
+		p.nextTry = p.now().Add(wait) // after the attempt, which may have hung
 		p.lastErr = err
 		p.log.Warn("oidc discovery failed; will retry on next use",
 			slog.String("issuer", p.cfg.Issuer), slog.Int("failures", p.failures), slog.Any("error", err))
