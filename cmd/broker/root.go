@@ -41,6 +41,7 @@ func newRootCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Com
 		c.migrateCmd(),
 		c.checkConfigCmd(),
 		c.versionCmd(),
+		c.usersCmd(), c.sessionsCmd(), c.rotateTokenKeyCmd(),
 	)
 	return root
 }
