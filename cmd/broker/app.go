@@ -171,12 +171,33 @@ func buildApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, 
 			return allowed, err
 		}
 	}
+	deps := featureDeps{cfg: cfg, log: log, auth: a, store: st, flows: flows, metrics: metrics}
+	if opts.WebAuthn, err = webauthnOptions(deps); err != nil {
+		return nil, err
+	}
+	if opts.Passwords, err = passwordOptions(deps); err != nil {
+		return nil, err
+	}
+	if opts.Email, err = emailOptions(deps); err != nil {
+		return nil, err
+	}
 	srv, err := server.New(opts)
 	if err != nil {
 		return nil, err
 	}
 	ok = true
 	return &app{cfg: cfg, log: log, store: st, auth: a, server: srv, metrics: metrics, vault: vault}, nil
+}
+
+// featureDeps are what the optional features (passkeys, passwords, email
+// links) are wired from.
+type featureDeps struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	auth    *auth.Auth
+	store   *sqlstore.Store
+	flows   *providersession.FlowStore
+	metrics *server.Metrics
 }
 
 // exprsMention reports whether any claim or access expression uses name.

@@ -21,10 +21,6 @@ type providerLink struct {
 	ID, Name, Href string
 }
 
-// LoginExtras lets later features (passkeys, email links, passwords) add
-// their part of the login and account pages.
-type LoginExtras func(r *http.Request, redirectTo string) template.HTML
-
 func (s *Server) render(w http.ResponseWriter, r *http.Request, name string, data any) {
 	var buf bytes.Buffer
 	if err := pages.ExecuteTemplate(&buf, name, data); err != nil {
@@ -49,9 +45,9 @@ func (s *Server) handleLoginPage(w http.ResponseWriter, r *http.Request) {
 		}
 		links = append(links, providerLink{ID: p.ID, Name: p.DisplayName, Href: "/login/" + p.ID + "?" + v.Encode()})
 	}
-	var extra template.HTML
-	if s.opts.LoginExtras != nil {
-		extra = s.opts.LoginExtras(r, redirectTo)
+	var extra []template.HTML
+	for _, part := range s.loginParts {
+		extra = append(extra, part(r, redirectTo))
 	}
 	s.render(w, r, "login.html", map[string]any{
 		"Providers": links, "Reauth": reauth, "Sent": q.Get("sent") == "1", "Extra": extra,
@@ -101,9 +97,9 @@ func (s *Server) handleAccount(w http.ResponseWriter, r *http.Request) {
 	} else if sess.User.Username != nil {
 		who = *sess.User.Username
 	}
-	var extra template.HTML
-	if s.opts.AccountExtras != nil {
-		extra = s.opts.AccountExtras(r, sess)
+	var extra []template.HTML
+	for _, part := range s.accountParts {
+		extra = append(extra, part(r, sess))
 	}
 	s.render(w, r, "account.html", map[string]any{
 		"Who": who, "Sessions": items, "Keys": keyNames, "Linkable": linkable, "Extra": extra,

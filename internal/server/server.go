@@ -67,10 +67,13 @@ type Options struct {
 	// MetricsOnMainListener serves /metrics on the main handler to
 	// loopback peers (when no separate metrics listener is configured).
 	MetricsOnMainListener bool
-	// LoginExtras and AccountExtras add the parts of the login and account
-	// pages that other features (passkeys, email links, passwords) own.
-	LoginExtras   LoginExtras
-	AccountExtras func(r *http.Request, s *auth.Session) template.HTML
+	// WebAuthn turns on passkeys (webauthn.go); nil leaves them off.
+	WebAuthn *WebAuthnOptions
+	// Passwords turns on password sign-up and login (password.go); nil
+	// leaves them off.
+	Passwords *PasswordOptions
+	// Email turns on email magic links (email.go); nil leaves them off.
+	Email *EmailOptions
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -108,6 +111,10 @@ type Server struct {
 	now   func() time.Time
 	mux   *http.ServeMux
 	provs map[string]*Provider
+	// loginParts and accountParts are the features' sections of the login
+	// and account pages, in registration order.
+	loginParts   []func(r *http.Request, redirectTo string) template.HTML
+	accountParts []func(r *http.Request, s *auth.Session) template.HTML
 }
 
 // New returns a Server.
@@ -157,6 +164,15 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("POST /sessions/revoke-all", s.handleRevokeAll)
 	s.mux.HandleFunc("GET /account", s.handleAccount)
 	s.mux.HandleFunc("GET /assets/{file}", s.handleAsset)
+	if s.opts.WebAuthn != nil {
+		s.webauthnRoutes()
+	}
+	if s.opts.Email != nil {
+		s.emailRoutes()
+	}
+	if s.opts.Passwords != nil {
+		s.passwordRoutes()
+	}
 	if s.opts.Metrics != nil && s.opts.MetricsOnMainListener {
 		s.mux.HandleFunc("GET /metrics", s.handleMetrics)
 	}
