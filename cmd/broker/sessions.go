@@ -19,7 +19,8 @@ func (c *cli) sessionsCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "sessions",
 		Short: "List and revoke a user's sessions",
-		Args:  cobra.NoArgs,
+		Args:  cobra.NoArgs, // an unknown subcommand is an error, not help
+		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	cmd.AddCommand(c.sessionsListCmd(), c.sessionsRevokeCmd(), c.sessionsRevokeAllCmd())
 	return cmd
@@ -92,14 +93,14 @@ func (c *cli) sessionsRevokeCmd() *cobra.Command {
 			return c.withAdmin(cmd, func(ctx context.Context, env *adminEnv) error {
 				s, err := env.store.GetSession(ctx, id)
 				if errors.Is(err, storage.ErrNotFound) {
-					return errNoSession(args[0])
+					return errNoSession(id) // never echo a token
 				}
 				if err != nil {
 					return err
 				}
 				if err := env.auth.InvalidateSessionID(ctx, s.UserID, id); err != nil {
 					if errors.Is(err, auth.ErrInvalidSessionID) {
-						return errNoSession(args[0]) // malformed, or revoked meanwhile
+						return errNoSession(id) // malformed, or revoked meanwhile
 					}
 					return authFailure(err)
 				}

@@ -203,7 +203,8 @@ func (c *cli) usersCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "users",
 		Short: "List, show, delete users and set their attributes",
-		Args:  cobra.NoArgs,
+		Args:  cobra.NoArgs, // an unknown subcommand is an error, not help
+		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	cmd.AddCommand(c.usersListCmd(), c.usersShowCmd(), c.usersDeleteCmd(), c.usersSetAttributeCmd())
 	return cmd
@@ -268,15 +269,18 @@ func (c *cli) usersListCmd() *cobra.Command {
 	return cmd
 }
 
+// listUsersPage is how many users `users list` reads per query (a variable
+// so that tests can make pages small).
+var listUsersPage = 500
+
 // listUsers reads up to limit users after after (every one when limit is
 // 0), page by page.
 func listUsers(ctx context.Context, env *adminEnv, after string, limit int) ([]userView, error) {
-	const page = 500
 	var out []userView
 	for {
-		n := page
+		n := listUsersPage
 		if limit > 0 {
-			n = min(page, limit-len(out))
+			n = min(n, limit-len(out))
 		}
 		users, err := env.store.ListUsers(ctx, after, n)
 		if err != nil {
