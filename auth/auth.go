@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -406,13 +405,4 @@ func notFound(err error, sentinel *Error, op string) error {
 		return fmt.Errorf("%s: %w", op, sentinel)
 	}
 	return fmt.Errorf("%s: %w", op, err)
-}
-
-// originOf returns scheme://host[:port] of a URL, lower-cased, or "".
-func originOf(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.Scheme == "" || u.Host == "" {
-		return ""
-	}
-	return strings.ToLower(u.Scheme + "://" + u.Host)
 }

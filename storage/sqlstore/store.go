@@ -112,7 +112,7 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*Store, error) {
 	case strings.HasPrefix(rawURL, "sqlite:"):
 		s, err = openSQLite(strings.TrimPrefix(rawURL, "sqlite:"), o)
 	default:
-		return nil, errors.New("sqlstore: open: unsupported database url: want postgres://, postgresql:// or sqlite:")
+		return nil, errors.New("sqlstore: open: unsupported database url (want postgres://, postgresql:// or sqlite:…)")
 	}
 	if err != nil {
 		return nil, err
