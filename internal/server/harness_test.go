@@ -274,6 +274,21 @@ func newHarness(t testing.TB, s setup) *harness {
 	return h
 }
 
+// eachStore runs f on SQLite and on PostgreSQL, in parallel.
+func eachStore(t *testing.T, f func(t *testing.T, postgres bool)) {
+	t.Helper()
+	for _, pg := range []bool{false, true} {
+		name := "sqlite"
+		if pg {
+			name = "postgres"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			f(t, pg)
+		})
+	}
+}
+
 // users returns every user in the store.
 func (h *harness) users() []string {
 	h.t.Helper()
@@ -293,6 +308,26 @@ func (h *harness) wantUsers(n int) {
 	if got := h.users(); len(got) != n {
 		h.t.Errorf("users in store: got %d (%v); want %d", len(got), got, n)
 	}
+}
+
+// tokenRequests counts the code exchanges the fakes received.
+func (h *harness) tokenRequests() int {
+	n := 0
+	if h.github != nil {
+		for _, r := range h.github.Requests() {
+			if r.Path == "/login/oauth/access_token" {
+				n++
+			}
+		}
+	}
+	for _, f := range h.oidc {
+		for _, r := range f.Requests() {
+			if r.Path == "/token" {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // keysOf returns the key ids of a user.
@@ -443,6 +478,30 @@ func (b *browser) postJSON(target string, hdr map[string]string) *response {
 		all[k] = v
 	}
 	return b.do(http.MethodPost, target, nil, all)
+}
+
+// navigate GETs target and follows every redirect, as a browser does, and
+// returns the last answer; its Request.URL is where the browser landed.
+func (b *browser) navigate(target string) *response {
+	b.t.Helper()
+	c := *b.c
+	c.CheckRedirect = nil // the default: follow up to 10 redirects
+	req, err := http.NewRequest(http.MethodGet, b.h.abs(target), nil)
+	if err != nil {
+		b.t.Fatalf("new request: %v", err)
+	}
+	req.Header.Set("User-Agent", b.ua)
+	req.Header.Set("Accept", "text/html,application/xhtml+xml,*/*;q=0.8")
+	resp, err := c.Do(req)
+	if err != nil {
+		b.t.Fatalf("GET %s: %v", target, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		b.t.Fatalf("GET %s: read body: %v", target, err)
+	}
+	return &response{Response: resp, body: data}
 }
 
 // toProvider follows a broker answer that sends the browser to a provider
