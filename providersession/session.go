@@ -183,7 +183,30 @@ const (
 //   - otherwise a new user is created (email verified only when the
 //     provider says so). Unverified emails never link or block: a new user
 //     gets the address unverified.
+//
+// A concurrent first login of the same identity (a double click, two tabs)
+// may create its user, verified email and key between this login's lookup
+// and its insert, so that the email looks owned by someone else or the key
+// exists: when the identity's key has an owner by then, that owner is the
+// user and Resolve signs in as it.
 func Resolve(ctx context.Context, p *ProviderSession, policy ResolvePolicy) (auth.User, Outcome, error) {
+	u, how, err := resolve(ctx, p, policy)
+	if err != nil && p.ExistingUser == nil && (errors.Is(err, auth.ErrConflict) || errors.Is(err, auth.ErrDuplicateKeyID)) {
+		owner, gerr := p.a.Store().GetUserByKey(ctx, p.KeyID())
+		if gerr != nil {
+			return u, how, err
+		}
+		eu, gerr := p.a.GetUser(ctx, owner.ID)
+		if gerr != nil {
+			return u, how, err
+		}
+		p.ExistingUser = &eu
+		return resolve(ctx, p, policy)
+	}
+	return u, how, err
+}
+
+func resolve(ctx context.Context, p *ProviderSession, policy ResolvePolicy) (auth.User, Outcome, error) {
 	if p.ExistingUser != nil {
 		if err := p.StoreTokens(ctx); err != nil {
 			return auth.User{}, "", err
@@ -232,15 +255,6 @@ func Resolve(ctx context.Context, p *ProviderSession, policy ResolvePolicy) (aut
 		attrs["image"] = id.Picture
 	}
 	u, err := p.CreateUser(ctx, attrs)
-	if errors.Is(err, auth.ErrDuplicateKeyID) {
-		// A concurrent callback for the same identity created it first.
-		owner, gerr := p.a.Store().GetUserByKey(ctx, p.KeyID())
-		if gerr != nil {
-			return auth.User{}, "", err
-		}
-		u, gerr := p.a.GetUser(ctx, owner.ID)
-		return u, OutcomeExisting, gerr
-	}
 	if err != nil {
 		return auth.User{}, "", err
 	}

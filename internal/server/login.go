@@ -235,18 +235,6 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 func (s *Server) finishLogin(w http.ResponseWriter, r *http.Request, p *Provider, ps *providersession.ProviderSession, f providersession.Flow, attrs map[string]any) string {
 	policy := providersession.ResolvePolicy{LinkVerifiedEmail: p.LinkVerifiedEmail, Attributes: attrs}
 	u, how, err := providersession.Resolve(r.Context(), ps, policy)
-	if (errors.Is(err, auth.ErrConflict) || errors.Is(err, auth.ErrDuplicateKeyID)) && ps.ExistingUser == nil {
-		// A concurrent first login of the same identity (a double click,
-		// two tabs) may have created its user, verified email and key
-		// between our lookup and our insert: the email then looks owned by
-		// someone else. If the identity's key exists now, it is that user.
-		if owner, gerr := s.store.GetUserByKey(r.Context(), ps.KeyID()); gerr == nil {
-			if eu, gerr := s.auth.GetUser(r.Context(), owner.ID); gerr == nil {
-				ps.ExistingUser = &eu
-				u, how, err = providersession.Resolve(r.Context(), ps, policy)
-			}
-		}
-	}
 	if err != nil {
 		if errors.Is(err, providersession.ErrEmailOwned) {
 			s.writeError(w, r, &httpError{http.StatusConflict, CodeConflict,
