@@ -1,7 +1,7 @@
 // Package storage defines what the broker keeps: users, keys (Lucia keys, which
 // are Auth.js accounts), sessions, passkey authenticators, email verification
-// tokens and consumed flow states, and the [Store] interface every backend
-// implements.
+// tokens, consumed flow states and rate-limit counters, and the [Store]
+// interface every backend implements.
 //
 // The package imports nothing else of the broker. Its one implementation lives
 // in [github.com/brokerauth/broker/storage/sqlstore] (PostgreSQL and SQLite);
@@ -299,6 +299,24 @@ type FlowStates interface {
 	DeleteExpiredFlowStates(ctx context.Context, now time.Time, limit int) (int64, error)
 }
 
+// RateLimits counts events (failed logins, sent emails) per bucket in
+// fixed windows, in the database, so that every replica sharing the store
+// sees the same counts.
+type RateLimits interface {
+	// HitRateLimit adds n to bucket's count in its current window and
+	// returns the new count and when the window ends, in one atomic
+	// statement: concurrent hits from any process are all counted. A bucket
+	// with no window, or whose window ended at or before now, starts a new
+	// one, [now, now+window), holding max(n, 0). n may be negative to give
+	// back a hit; the count never goes below 0. window must be positive.
+	HitRateLimit(ctx context.Context, bucket string, n int, window time.Duration, now time.Time) (count int, resetAt time.Time, err error)
+	// ResetRateLimit forgets bucket's count; an unknown bucket is no error.
+	ResetRateLimit(ctx context.Context, bucket string) error
+	// DeleteExpiredRateLimits deletes up to limit buckets whose window ended
+	// at or before now, returning how many.
+	DeleteExpiredRateLimits(ctx context.Context, now time.Time, limit int) (int64, error)
+}
+
 // Store is everything the broker keeps.
 type Store interface {
 	Users
@@ -307,6 +325,7 @@ type Store interface {
 	Authenticators
 	VerificationTokens
 	FlowStates
+	RateLimits
 	// Ping reports whether the database answers.
 	Ping(ctx context.Context) error
 	// Close releases the connections.

@@ -57,6 +57,7 @@ func SweepOnce(ctx context.Context, st storage.Store, log *slog.Logger, o SweepO
 		{"sessions", st.DeleteDeadSessions},
 		{"verification_tokens", st.DeleteExpiredVerificationTokens},
 		{"flow_states", st.DeleteExpiredFlowStates},
+		{"rate_limits", st.DeleteExpiredRateLimits},
 	} {
 		for ctx.Err() == nil {
 			n, err := job.del(ctx, o.Now().UTC(), o.BatchSize)

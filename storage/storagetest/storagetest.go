@@ -95,6 +95,7 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Store) {
 		{"VerificationTokens/DeleteExpired", testDeleteExpiredVerificationTokens},
 		{"FlowStates", testFlowStates},
 	}
+	suite = append(suite, rateLimitTests...)
 	for _, tc := range suite {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
