@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,12 +19,13 @@ func TestDevelopmentMode(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	listen := freePort(t)
+	_, port, _ := net.SplitHostPort(listen)
 	b := &broker{URL: "http://" + listen, logs: &lockedBuffer{}, done: make(chan struct{})}
 	b.cmd = exec.Command(brokerBin, "serve")
 	b.cmd.Dir = dir
 	// Only the port moves (the machine may be running something on 8080);
 	// everything else is the development default.
-	b.cmd.Env = append(os.Environ(), "BROKER_SERVER_LISTEN="+listen, "BROKER_SERVER_PUBLIC_URL=http://"+listen)
+	b.cmd.Env = append(os.Environ(), "BROKER_SERVER_LISTEN="+listen, "BROKER_SERVER_PUBLIC_URL=http://localhost:"+port)
 	b.cmd.Stdout, b.cmd.Stderr = b.logs, b.logs
 	if err := b.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -106,5 +106,10 @@ func (c *cli) serve(ctx context.Context, cfg *config.Config, ready chan<- string
 			errs = append(errs, err)
 		}
 	}
+	// Mail accepted before the shutdown (sign-in links, resets) is still
+	// sent, within the same grace period.
+	if err := ap.server.FlushEmail(sctx); err != nil {
+		errs = append(errs, fmt.Errorf("flush email: %w", err))
+	}
 	return errors.Join(errs...)
 }
