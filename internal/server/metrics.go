@@ -1,6 +1,7 @@
 package server
 
 import (
+	"database/sql"
 	"net/http"
 	"strconv"
 	"time"
@@ -42,6 +43,16 @@ func NewMetrics() *Metrics {
 	m.Registry.MustRegister(m.requests, m.duration, m.logins, m.validations,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// WatchDB exports the statistics of db's connection pool:
+// go_sql_open_connections, go_sql_in_use_connections,
+// go_sql_idle_connections, waits and closes, with db_name="broker". Call it
+// once.
+func (m *Metrics) WatchDB(db *sql.DB) {
+	if m != nil && db != nil {
+		m.Registry.MustRegister(collectors.NewDBStatsCollector(db, "broker"))
+	}
 }
 
 // Handler serves the registry in the Prometheus exposition format.
