@@ -1,7 +1,7 @@
 // Package storage defines what the broker keeps: users, keys (Lucia keys, which
 // are Auth.js accounts), sessions, passkey authenticators, email verification
-// tokens, consumed flow states and rate-limit counters, and the [Store]
-// interface every backend implements.
+// tokens, consumed flow states, rate-limit counters and the audit log, and
+// the [Store] interface every backend implements.
 //
 // The package imports nothing else of the broker. Its one implementation lives
 // in [github.com/brokerauth/broker/storage/sqlstore] (PostgreSQL and SQLite);
@@ -317,6 +317,93 @@ type RateLimits interface {
 	DeleteExpiredRateLimits(ctx context.Context, now time.Time, limit int) (int64, error)
 }
 
+// Audit event names ([AuditEvent.Event]).
+const (
+	// AuditLoginSuccess: a sign-in (or sign-up, or re-authentication) by
+	// any method succeeded; Provider is the method ("password", "email",
+	// "webauthn" or an OAuth provider id) and Reason how it went when that
+	// is notable ("created", "linked", "claimed", "signup",
+	// "reauthenticated", "password_reset", ...).
+	AuditLoginSuccess = "login.success"
+	// AuditLoginFailure: a sign-in failed; Reason says why
+	// ("invalid_password", "rate_limited", "invalid_state",
+	// "provider_error", "forbidden", "conflict", "invalid_token", ...).
+	AuditLoginFailure = "login.failure"
+	// AuditLogout: a session signed out (POST /logout).
+	AuditLogout = "logout"
+	// AuditSessionRevoked: a user ended one of their sessions, or all of them.
+	AuditSessionRevoked = "session.revoked"
+	// AuditKeyLinked: a provider identity was linked to a signed-in user.
+	AuditKeyLinked       = "key.linked"
+	AuditPasskeyAdded    = "passkey.added"
+	AuditPasskeyRemoved  = "passkey.removed"
+	AuditPasswordChanged = "password.changed"
+	// AuditPasswordReset: a password was set through a reset link.
+	AuditPasswordReset = "password.reset"
+	// AuditEmailVerified: an address was confirmed through a link.
+	AuditEmailVerified = "email.verified"
+	AuditUserDeleted   = "user.deleted"
+)
+
+// AuditEvents are the event names the broker records, in a stable order.
+var AuditEvents = []string{
+	AuditLoginSuccess, AuditLoginFailure, AuditLogout, AuditSessionRevoked, AuditKeyLinked,
+	AuditPasskeyAdded, AuditPasskeyRemoved, AuditPasswordChanged, AuditPasswordReset,
+	AuditEmailVerified, AuditUserDeleted,
+}
+
+// AuditEvent is one row of the audit log. It holds no secret: never a
+// token, password or password hash.
+type AuditEvent struct {
+	// ID is assigned by the store on append, increasing in append order.
+	ID int64
+	// Time is when it happened (set by the caller; UTC, microseconds).
+	Time  time.Time
+	Event string // one of the Audit* names
+	// UserID is the user it concerns, "" when unknown (a failed sign-in of
+	// no known account). Audit rows are not deleted with their user.
+	UserID    string
+	Provider  string // the sign-in method or provider, "" when none
+	Reason    string // why (a failure) or how (a success); "" when none
+	IP        string // the client's address, "" when none (the CLI)
+	UserAgent string
+	// Data holds further details (session or credential ids, the actor of
+	// an administrative action), as a JSON object: numbers come back as
+	// float64. nil is stored as {}.
+	Data map[string]any
+}
+
+// AuditFilter selects audit events for [Audit.ListAudit]. Zero fields do
+// not filter.
+type AuditFilter struct {
+	UserID string
+	Event  string
+	// Since and Until bound Time: Since <= Time < Until.
+	Since, Until time.Time
+	// AfterID returns only events with a larger ID (the last ID of the
+	// previous page).
+	AfterID int64
+	// Limit caps the events returned; it must be positive.
+	Limit int
+}
+
+// Audit is the append-only audit log. There is no update: an event, once
+// appended, stays as it was until it is older than the retention period
+// and [Audit.DeleteAuditBefore] (the sweeper) deletes it; that is the only
+// deletion.
+type Audit interface {
+	// AppendAudit appends e (its ID is ignored and assigned). Event and
+	// Time are required.
+	AppendAudit(ctx context.Context, e AuditEvent) error
+	// ListAudit returns up to f.Limit events matching f, in append order
+	// (ascending ID).
+	ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, error)
+	// DeleteAuditBefore deletes up to limit events whose Time is before
+	// before (oldest first), returning how many. It is the retention
+	// sweep, and the only way events are removed.
+	DeleteAuditBefore(ctx context.Context, before time.Time, limit int) (int64, error)
+}
+
 // Store is everything the broker keeps.
 type Store interface {
 	Users
@@ -326,6 +413,7 @@ type Store interface {
 	VerificationTokens
 	FlowStates
 	RateLimits
+	Audit
 	// Ping reports whether the database answers.
 	Ping(ctx context.Context) error
 	// Close releases the connections.

@@ -118,7 +118,7 @@ func (rp *RelyingParty) FinishLogin(ctx context.Context, r *http.Request, resp L
 func (rp *RelyingParty) finishLogin(ctx context.Context, f providersession.Flow, sd gowebauthn.SessionData, resp LoginResponse) (Login, error) {
 	parsed, err := protocol.ParseCredentialRequestResponseBytes(resp.Credential)
 	if err != nil {
-		return Login{}, verifyError("parse assertion", err)
+		return Login{}, parseError("parse assertion", err)
 	}
 	var (
 		owner   *user

@@ -136,7 +136,7 @@ func (rp *RelyingParty) FinishRegistration(ctx context.Context, r *http.Request,
 	}
 	parsed, err := protocol.ParseCredentialCreationResponseBytes(resp.Credential)
 	if err != nil {
-		return Registration{}, del, verifyError("parse registration", err)
+		return Registration{}, del, parseError("parse registration", err)
 	}
 	var reg Registration
 	switch f.Data["mode"] {

@@ -211,6 +211,16 @@ func verifyError(op string, err error) error {
 	return fmt.Errorf("webauthn: %s: %w", op, err)
 }
 
+// parseError translates a failure to parse an authenticator's response:
+// whatever go-webauthn reports (a protocol error, or a bare JSON, base64
+// or CBOR error), it is the input's fault, never the broker's.
+func parseError(op string, err error) error {
+	if e := verifyError(op, err); auth.CodeOf(e) != "UNKNOWN_ERROR" {
+		return e
+	}
+	return fmt.Errorf("webauthn: %s: %v: %w: %w", op, err, ErrVerification, auth.ErrInvalidRequest)
+}
+
 // InputError is input the user can correct (a username with spaces, a
 // passkey name that is too long). Message is safe to show; the error
 // matches [auth.ErrInvalidRequest].

@@ -42,6 +42,7 @@ func newRootCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Com
 		c.checkConfigCmd(),
 		c.versionCmd(),
 		c.usersCmd(), c.sessionsCmd(), c.rotateTokenKeyCmd(),
+		c.auditCmd(),
 	)
 	return root
 }

@@ -78,7 +78,7 @@ func (c *cli) serve(ctx context.Context, cfg *config.Config, ready chan<- string
 	}
 	sweepCtx, stopSweep := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSweep()
-	go server.Sweep(sweepCtx, ap.store, log, server.SweepOptions{})
+	go server.Sweep(sweepCtx, ap.store, log, server.SweepOptions{AuditRetention: cfg.Audit.Retention})
 
 	if ready != nil {
 		ready <- ln.Addr().String()

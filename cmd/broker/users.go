@@ -411,6 +411,7 @@ func (c *cli) usersDeleteCmd() *cobra.Command {
 				if err := env.auth.DeleteUser(ctx, id); err != nil {
 					return authFailure(err)
 				}
+				c.auditCLI(ctx, env, storage.AuditEvent{Event: storage.AuditUserDeleted, UserID: id})
 				fmt.Fprintf(c.stdout, "deleted %s\n", what)
 				return nil
 			})

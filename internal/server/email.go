@@ -154,7 +154,12 @@ func (s *Server) handleEmailLogin(w http.ResponseWriter, r *http.Request) {
 // the link claims), else a new user with the address verified.
 func (s *Server) handleEmailCallback(w http.ResponseWriter, r *http.Request) {
 	outcome := "error"
-	defer func() { s.opts.Metrics.Login("email", outcome) }()
+	defer func() {
+		s.opts.Metrics.Login("email", outcome)
+		if outcome == "error" || outcome == "invalid_token" {
+			s.audit(r, storage.AuditLoginFailure, "", "email", outcome)
+		}
+	}()
 	q := r.URL.Query()
 	email, ok := normalizeEmail(q.Get("email"))
 	token := q.Get("token")
@@ -183,6 +188,10 @@ func (s *Server) handleEmailCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	outcome = how
+	if how == linkClaimed {
+		s.audit(r, storage.AuditEmailVerified, u.ID, "email", linkClaimed)
+	}
+	s.audit(r, storage.AuditLoginSuccess, u.ID, "email", how)
 	http.SetCookie(w, s.auth.CreateSessionCookie(&sess))
 	http.Redirect(w, r, s.safeRedirect(vt.RedirectTo), http.StatusFound)
 }
@@ -551,6 +560,9 @@ func normalizeEmail(raw string) (string, bool) {
 	if e == "" || len(e) > 254 || strings.ContainsAny(e, " \t\r\n\"<>()[]\\,;") {
 		return "", false
 	}
+	if strings.ContainsRune(e, '\uFFFD') { // also any invalid UTF-8 (strings.IndexRune)
+		return "", false
+	}
 	local, domain, ok := strings.Cut(e, "@")
 	if !ok || local == "" || domain == "" || strings.Contains(domain, "@") {
 		return "", false
@@ -568,7 +580,8 @@ func normalizeEmail(raw string) (string, bool) {
 // multipart/form-data; a bool is true for "1", "true" or "on"). Unknown
 // fields are ignored. It returns an *httpError: 415 for another content
 // type, 413 past the body limit, 400 AUTH_INVALID_REQUEST for a malformed
-// body.
+// body, which includes JSON that checkJSON refuses (not UTF-8, repeated
+// member names) and form values that are not UTF-8.
 func decodeInput(r *http.Request, dst any) error {
 	ct, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil {
@@ -582,12 +595,15 @@ func decodeInput(r *http.Request, dst any) error {
 	}
 	switch ct {
 	case "application/json":
-		dec := json.NewDecoder(r.Body)
-		if err := dec.Decode(dst); err != nil {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
 			return bad(err)
 		}
-		if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-			return bad(errors.New("data after the JSON object"))
+		if err := checkJSON(b); err != nil {
+			return err
+		}
+		if err := json.Unmarshal(b, dst); err != nil {
+			return bad(err)
 		}
 		return nil
 	case "application/x-www-form-urlencoded", "multipart/form-data":
@@ -604,7 +620,10 @@ func decodeInput(r *http.Request, dst any) error {
 		for i := range v.NumField() {
 			f := v.Type().Field(i)
 			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-			val := r.PostForm.Get(name)
+			val, err := formText(r, name)
+			if err != nil {
+				return err
+			}
 			switch f.Type.Kind() {
 			case reflect.String:
 				v.Field(i).SetString(val)

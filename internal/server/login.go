@@ -10,6 +10,7 @@ import (
 	"github.com/brokerauth/broker/auth"
 	"github.com/brokerauth/broker/providers"
 	"github.com/brokerauth/broker/providersession"
+	"github.com/brokerauth/broker/storage"
 )
 
 // Flow purposes.
@@ -155,10 +156,14 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	outcome := "error"
-	defer func() { s.opts.Metrics.login(p.ID, outcome) }()
+	outcome, flow := "error", providersession.Flow{}
+	defer func() {
+		s.opts.Metrics.login(p.ID, outcome)
+		s.auditCallback(r, p.ID, flow, outcome) // failures; successes audit themselves
+	}()
 
 	f, clear, err := s.opts.Flows.Take(r.Context(), r, p.ID, "", q.Get("state"))
+	flow = f
 	if clear != nil {
 		http.SetCookie(w, clear)
 	}
@@ -249,6 +254,7 @@ func (s *Server) finishLogin(w http.ResponseWriter, r *http.Request, p *Provider
 		s.writeError(w, r, err)
 		return "error"
 	}
+	s.audit(r, storage.AuditLoginSuccess, u.ID, p.ID, string(how))
 	http.SetCookie(w, s.auth.CreateSessionCookie(&sess))
 	http.Redirect(w, r, s.safeRedirect(f.RedirectTo), http.StatusFound)
 	return string(how)
@@ -280,6 +286,7 @@ func (s *Server) finishLink(w http.ResponseWriter, r *http.Request, ps *provider
 			s.log.Warn("provider attributes not stored", "err", err)
 		}
 	}
+	s.audit(r, storage.AuditKeyLinked, f.UserID, f.Provider, "")
 	http.Redirect(w, r, s.safeRedirect(f.RedirectTo), http.StatusFound)
 	return "linked"
 }
@@ -294,6 +301,7 @@ func (s *Server) finishReauth(w http.ResponseWriter, r *http.Request, ps *provid
 		return "error"
 	}
 	_ = ps.StoreTokens(r.Context())
+	s.audit(r, storage.AuditLoginSuccess, f.UserID, f.Provider, "reauthenticated")
 	http.Redirect(w, r, s.safeRedirect(f.RedirectTo), http.StatusFound)
 	return "reauthenticated"
 }

@@ -222,6 +222,7 @@ func (s *Server) handleSignup(w http.ResponseWriter, r *http.Request) {
 	if s.opts.Email != nil {
 		s.sendConfirmation(r, email)
 	}
+	s.audit(r, storage.AuditLoginSuccess, u.ID, "password", "signup")
 	outcome = "signup"
 	s.signedIn(w, r, http.StatusCreated, &sess, s.safeRedirect(in.RedirectTo), in.Bearer && jsonBody(r))
 }
@@ -265,6 +266,7 @@ func (s *Server) handlePasswordLogin(w http.ResponseWriter, r *http.Request) {
 	userID, err := s.checkPassword(w, r, email, in.Password)
 	if err != nil {
 		outcome = loginOutcome(err)
+		s.auditPasswordFailure(r, email, userID, outcome, nil)
 		s.writeError(w, r, err)
 		return
 	}
@@ -274,6 +276,7 @@ func (s *Server) handlePasswordLogin(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	s.audit(r, storage.AuditLoginSuccess, userID, "password", "")
 	outcome = "success"
 	s.signedIn(w, r, http.StatusOK, sess, s.safeRedirect(in.RedirectTo), bearer)
 }
@@ -296,7 +299,9 @@ func loginIPBucket(client string) string { return "login-ip:" + client }
 func loginKeyBucket(email string) string { return "login-key:" + auth.KeyID("email", email) }
 
 // checkPassword checks password against the key email:<email> under the
-// failure limits and returns the key's user.
+// failure limits and returns the key's user. With an error it returns ""
+// or, for a wrong password of an existing key, the key's user (for the
+// audit log; it does not sign in).
 //
 // The attempt is counted before any hashing, per client IP and then per
 // key, in the database: past the limit it answers 429 with Retry-After
@@ -325,7 +330,7 @@ func (s *Server) checkPassword(w http.ResponseWriter, r *http.Request, email, pa
 		// UseKey reads the key again, verifies, and replaces a hash that
 		// is no longer preferred (weaker argon2id, Lucia's scrypt).
 		if _, err := s.auth.UseKey(ctx, "email", email, &password); err != nil {
-			return "", err
+			return k.UserID, err
 		}
 	case err == nil || errors.Is(err, auth.ErrInvalidKeyID):
 		_, _ = s.store.GetKey(ctx, auth.KeyID("email", email)) // the read UseKey would make
@@ -427,6 +432,7 @@ func (s *Server) handleChangePassword(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if _, err := s.checkPassword(w, r, email, in.Current); err != nil {
+			s.auditPasswordFailure(r, email, sess.UserID, loginOutcome(err), map[string]any{"during": "password_change"})
 			if auth.CodeOf(err) == auth.ErrInvalidPassword.Code {
 				err = &httpError{http.StatusBadRequest, auth.ErrInvalidPassword.Code, "the current password is wrong", err}
 			}
@@ -447,14 +453,18 @@ func (s *Server) handleChangePassword(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	ended := 0
 	for _, x := range all {
 		if x.ID != sess.ID {
 			if err := s.auth.InvalidateSessionID(ctx, sess.UserID, x.ID); err != nil && !errors.Is(err, auth.ErrInvalidSessionID) {
 				s.writeError(w, r, err)
 				return
 			}
+			ended++
 		}
 	}
+	s.auditEvent(r, storage.AuditEvent{Event: storage.AuditPasswordChanged, UserID: sess.UserID, Provider: "password",
+		Data: map[string]any{"other_sessions_ended": ended}})
 	if form {
 		http.Redirect(w, r, "/account", http.StatusSeeOther)
 		return
@@ -690,10 +700,13 @@ func (s *Server) handleResetConfirm(w http.ResponseWriter, r *http.Request) {
 		// address stays theirs.
 		s.log.Warn("address not confirmed by reset", "user_id", userID, "err", err)
 	}
-	if _, err := s.auth.InvalidateAllUserSessions(ctx, userID); err != nil {
+	ended, err := s.auth.InvalidateAllUserSessions(ctx, userID)
+	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
+	s.auditEvent(r, storage.AuditEvent{Event: storage.AuditPasswordReset, UserID: userID, Provider: "email",
+		Data: map[string]any{"sessions_ended": len(ended)}})
 	if err := s.store.ResetRateLimit(ctx, loginKeyBucket(email)); err != nil {
 		s.log.Warn("rate limit not reset", "err", err)
 	}
@@ -702,6 +715,7 @@ func (s *Server) handleResetConfirm(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	s.audit(r, storage.AuditLoginSuccess, userID, "email", "password_reset")
 	s.signedIn(w, r, http.StatusOK, &sess, s.safeRedirect(vt.RedirectTo), in.Bearer && jsonBody(r))
 }
 
@@ -761,6 +775,7 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	s.audit(r, storage.AuditEmailVerified, k.UserID, "email", "signup")
 	if wantsJSON(r) || !acceptsHTML(r) {
 		w.WriteHeader(http.StatusNoContent)
 		return

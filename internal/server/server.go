@@ -115,6 +115,7 @@ type Server struct {
 	// and account pages, in registration order.
 	loginParts   []func(r *http.Request, redirectTo string) template.HTML
 	accountParts []func(r *http.Request, s *auth.Session) template.HTML
+	auditMetrics *auditMetrics // audit.go; nil without metrics
 }
 
 // New returns a Server.
@@ -141,6 +142,7 @@ func New(o Options) (*Server, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.auditMetrics = newAuditMetrics(o.Metrics)
 	s.provs = map[string]*Provider{}
 	for i := range o.Providers {
 		s.provs[o.Providers[i].ID] = &o.Providers[i]
@@ -292,9 +294,13 @@ func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if token, src := s.auth.Token(r); src != auth.TokenNone {
+		sess, serr := s.auth.GetSession(r.Context(), token) // whose, for the audit log
 		if err := s.auth.InvalidateSession(r.Context(), token); err != nil {
 			s.writeError(w, r, err)
 			return
+		}
+		if serr == nil {
+			s.auditEvent(r, storage.AuditEvent{Event: storage.AuditLogout, UserID: sess.UserID, Data: map[string]any{"session_id": sess.ID}})
 		}
 	}
 	http.SetCookie(w, s.auth.CreateSessionCookie(nil))
@@ -314,7 +320,10 @@ func requestID(ctx context.Context) string {
 	return id
 }
 
-// statusWriter records the status for the access log.
+// statusWriter records the status for the access log. It also gives
+// every HTML answer the page headers (securityHeaders), so that those
+// written by net/http's helpers (http.Redirect's body, ServeMux's
+// redirects) carry them too.
 type statusWriter struct {
 	http.ResponseWriter
 	status int
@@ -323,6 +332,7 @@ type statusWriter struct {
 func (w *statusWriter) WriteHeader(code int) {
 	if w.status == 0 {
 		w.status = code
+		htmlHeaders(w.Header())
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
@@ -330,6 +340,7 @@ func (w *statusWriter) WriteHeader(code int) {
 func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
+		htmlHeaders(w.Header())
 	}
 	return w.ResponseWriter.Write(b)
 }
@@ -384,14 +395,19 @@ func (s *Server) limitBody(next http.Handler) http.Handler {
 		}
 		if r.Body != nil {
 			r.Body = http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)
+			if err := bufferBody(r); err != nil {
+				s.writeError(w, r, err)
+				return
+			}
 		}
 		next.ServeHTTP(w, r)
 	})
 }
 
 // securityHeaders sets the headers every HTML page carries.
-func (s *Server) securityHeaders(w http.ResponseWriter) {
-	h := w.Header()
+func (s *Server) securityHeaders(w http.ResponseWriter) { setPageHeaders(w.Header()) }
+
+func setPageHeaders(h http.Header) {
 	h.Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: https:; frame-ancestors 'none'; base-uri 'none'; form-action 'self' https: http:")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("X-Content-Type-Options", "nosniff")

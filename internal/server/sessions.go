@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/brokerauth/broker/auth"
+	"github.com/brokerauth/broker/storage"
 )
 
 type sessionItem struct {
@@ -75,6 +76,8 @@ func (s *Server) handleDeleteSession(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	s.auditEvent(r, storage.AuditEvent{Event: storage.AuditSessionRevoked, UserID: sess.UserID,
+		Data: map[string]any{"session_id": id, "current": id == sess.ID}})
 	if id == sess.ID {
 		http.SetCookie(w, s.auth.CreateSessionCookie(nil))
 	}
@@ -88,10 +91,13 @@ func (s *Server) handleRevokeAll(w http.ResponseWriter, r *http.Request) {
 	if sess == nil {
 		return
 	}
-	if _, err := s.auth.InvalidateAllUserSessions(r.Context(), sess.UserID); err != nil {
+	ids, err := s.auth.InvalidateAllUserSessions(r.Context(), sess.UserID)
+	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
+	s.auditEvent(r, storage.AuditEvent{Event: storage.AuditSessionRevoked, UserID: sess.UserID, Reason: "all",
+		Data: map[string]any{"sessions": len(ids)}})
 	http.SetCookie(w, s.auth.CreateSessionCookie(nil))
 	s.done(w, r)
 }

@@ -13,10 +13,14 @@ type SweepOptions struct {
 	Interval  time.Duration    // default 5m
 	BatchSize int              // rows per DELETE, default 1000
 	Now       func() time.Time // default time.Now
+	// AuditRetention is how long audit events are kept (audit.retention):
+	// older ones are deleted. 0 keeps them all.
+	AuditRetention time.Duration
 }
 
-// Sweep deletes dead sessions, expired verification tokens and expired
-// consumed flow states every Interval, in batches so that no statement
+// Sweep deletes dead sessions, expired verification tokens, expired
+// consumed flow states, ended rate-limit windows and audit events older
+// than AuditRetention every Interval, in batches so that no statement
 // holds locks for long, until ctx ends. Every replica may run it: the
 // deletes are idempotent.
 func Sweep(ctx context.Context, st storage.Store, log *slog.Logger, o SweepOptions) {
@@ -58,6 +62,12 @@ func SweepOnce(ctx context.Context, st storage.Store, log *slog.Logger, o SweepO
 		{"verification_tokens", st.DeleteExpiredVerificationTokens},
 		{"flow_states", st.DeleteExpiredFlowStates},
 		{"rate_limits", st.DeleteExpiredRateLimits},
+		{"audit_log", func(ctx context.Context, now time.Time, n int) (int64, error) {
+			if o.AuditRetention <= 0 {
+				return 0, nil
+			}
+			return st.DeleteAuditBefore(ctx, now.Add(-o.AuditRetention), n)
+		}},
 	} {
 		for ctx.Err() == nil {
 			n, err := job.del(ctx, o.Now().UTC(), o.BatchSize)

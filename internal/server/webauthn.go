@@ -12,6 +12,7 @@ import (
 
 	"github.com/brokerauth/broker/auth"
 	"github.com/brokerauth/broker/providersession"
+	"github.com/brokerauth/broker/storage"
 	"github.com/brokerauth/broker/webauthn"
 )
 
@@ -127,8 +128,8 @@ func readPasskeyBody(r *http.Request) ([]byte, error) {
 	if ct, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || ct != "application/json" {
 		return nil, newError(http.StatusUnsupportedMediaType, CodeUnsupportedMedia, "send the body as application/json")
 	}
-	if !json.Valid(b) {
-		return nil, newError(http.StatusBadRequest, auth.ErrInvalidRequest.Code, "the body is not valid JSON")
+	if err := checkJSON(b); err != nil {
+		return nil, err
 	}
 	return b, nil
 }
@@ -200,9 +201,11 @@ func (s *Server) handlePasskeyRegisterOptions(w http.ResponseWriter, r *http.Req
 		err error
 	)
 	if body.Name != nil {
-		c, err = s.passkeys().BeginSignUp(r.Context(), webauthn.NewAccount{
-			Username: *body.Name, Email: body.Email, RedirectTo: s.safeRedirect(body.RedirectTo),
-		})
+		if err = optionalEmail(body.Email); err == nil {
+			c, err = s.passkeys().BeginSignUp(r.Context(), webauthn.NewAccount{
+				Username: *body.Name, Email: body.Email, RedirectTo: s.safeRedirect(body.RedirectTo),
+			})
+		}
 	} else {
 		var sess *auth.Session
 		if sess, err = s.currentSession(w, r); err == nil {
@@ -250,11 +253,14 @@ func (s *Server) handlePasskeyRegisterVerify(w http.ResponseWriter, r *http.Requ
 		s.passkeyFail(w, r, err)
 		return
 	}
+	s.auditEvent(r, storage.AuditEvent{Event: storage.AuditPasskeyAdded, UserID: reg.User.ID, Provider: "webauthn",
+		Data: map[string]any{"credential_id": reg.Passkey.ID, "name": reg.Passkey.Name}})
 	if !reg.NewUser {
 		writeJSON(w, http.StatusCreated, map[string]any{"user": reg.User, "credential": reg.Passkey})
 		return
 	}
 	s.opts.Metrics.Login("webauthn", "signup")
+	s.audit(r, storage.AuditLoginSuccess, reg.User.ID, "webauthn", "signup")
 	ans, err := s.startPasskeySession(w, r, reg.User.ID, v.Bearer)
 	if err != nil {
 		s.passkeyFail(w, r, err)
@@ -318,7 +324,12 @@ func (s *Server) handlePasskeyLoginVerify(w http.ResponseWriter, r *http.Request
 		return
 	}
 	outcome := "error"
-	defer func() { s.opts.Metrics.Login("webauthn", outcome) }()
+	defer func() {
+		s.opts.Metrics.Login("webauthn", outcome)
+		if outcome != "login" && outcome != "reauthenticated" {
+			s.audit(r, storage.AuditLoginFailure, "", "webauthn", outcome)
+		}
+	}()
 	v, err := readPasskeyVerify(r)
 	if err != nil {
 		outcome = "invalid_request"
@@ -350,6 +361,7 @@ func (s *Server) handlePasskeyLoginVerify(w http.ResponseWriter, r *http.Request
 	}
 	if l.Reauthenticated {
 		outcome = "reauthenticated"
+		s.audit(r, storage.AuditLoginSuccess, l.User.ID, "webauthn", outcome)
 		fresh, err := s.auth.GetSession(r.Context(), sess.Token)
 		if err != nil {
 			s.passkeyFail(w, r, err)
@@ -366,6 +378,7 @@ func (s *Server) handlePasskeyLoginVerify(w http.ResponseWriter, r *http.Request
 		return
 	}
 	outcome = "login"
+	s.audit(r, storage.AuditLoginSuccess, l.User.ID, "webauthn", "")
 	ans.RedirectTo = s.safeRedirect(l.RedirectTo)
 	writeJSON(w, http.StatusOK, ans)
 }
@@ -425,6 +438,8 @@ func (s *Server) handlePasskeyDelete(w http.ResponseWriter, r *http.Request) {
 		s.passkeyFail(w, r, err)
 		return
 	}
+	s.auditEvent(r, storage.AuditEvent{Event: storage.AuditPasskeyRemoved, UserID: sess.UserID, Provider: "webauthn",
+		Data: map[string]any{"credential_id": r.PathValue("id")}})
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -96,6 +96,7 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Store) {
 		{"FlowStates", testFlowStates},
 	}
 	suite = append(suite, rateLimitTests...)
+	suite = append(suite, auditTests...)
 	for _, tc := range suite {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
