@@ -68,6 +68,23 @@ type Options struct {
 	// active session's last-seen time only when it is older than this
 	// (default 5m). A reset always writes.
 	TouchInterval time.Duration
+	// CacheSize turns on the in-process cache of validated sessions and
+	// bounds it to about this many sessions (least recently used go
+	// first). Zero, the default, leaves it off: every validation reads
+	// the database. See [Auth.ValidateSession].
+	CacheSize int
+	// CacheTTL is how long a cached session is used before validation
+	// reads the database again (default DefaultCacheTTL). Invalidations
+	// normally remove entries long before; the TTL bounds how long a
+	// change that bypassed them (a lost notification, a row edited by
+	// hand) can go unseen.
+	CacheTTL time.Duration
+	// Invalidations, when not nil, publishes every change that a cached
+	// session in another process would otherwise hide: ended sessions,
+	// deleted or changed users, re-authentication. This process's own cache
+	// is always updated at once. The receiving side calls
+	// [Auth.ApplyInvalidation] and [Auth.SetInvalidationFeed].
+	Invalidations Invalidations
 }
 
 // Auth is the Lucia-style core: users, keys and sessions over a
@@ -79,6 +96,7 @@ type Auth struct {
 	pw      *PasswordHasher
 	origins originPolicy
 	cop     *http.CrossOriginProtection
+	cache   *sessionCache // nil when Options.CacheSize is 0
 }
 
 // New returns an Auth over store. It fails only on malformed options
@@ -102,7 +120,16 @@ func New(store storage.Store, opts Options) (*Auth, error) {
 	if opts.TouchInterval <= 0 {
 		opts.TouchInterval = DefaultTouchInterval
 	}
+	if opts.CacheSize < 0 {
+		return nil, errors.New("auth: negative cache size")
+	}
+	if opts.CacheTTL <= 0 {
+		opts.CacheTTL = DefaultCacheTTL
+	}
 	a := &Auth{store: store, opts: opts, now: opts.Now, pw: opts.Passwords}
+	if opts.CacheSize > 0 {
+		a.cache = newSessionCache(opts.CacheSize, opts.CacheTTL)
+	}
 	if a.now == nil {
 		a.now = time.Now
 	}
@@ -271,6 +298,10 @@ func (a *Auth) UpdateUserAttributes(ctx context.Context, userID string, attrs ma
 		}
 		return User{}, mapConflict("update user", err)
 	}
+	// Cached sessions carry the user (and claims are computed from it).
+	if err := a.invalidate(ctx, Invalidation{UserID: userID}); err != nil {
+		return User{}, fmt.Errorf("update user: publish: %w", err)
+	}
 	return a.transformUser(u), nil
 }
 
@@ -279,6 +310,9 @@ func (a *Auth) UpdateUserAttributes(ctx context.Context, userID string, attrs ma
 func (a *Auth) DeleteUser(ctx context.Context, userID string) error {
 	if err := a.store.DeleteUser(ctx, userID); err != nil {
 		return fmt.Errorf("delete user: %w", err)
+	}
+	if err := a.invalidate(ctx, Invalidation{UserID: userID}); err != nil {
+		return fmt.Errorf("delete user: publish: %w", err)
 	}
 	return nil
 }

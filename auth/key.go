@@ -190,6 +190,12 @@ func (a *Auth) UpdateKeyPassword(ctx context.Context, providerID, providerUserID
 	if err != nil {
 		return Key{}, notFound(err, ErrInvalidKeyID, "update key password")
 	}
+	// Nothing cached shows the password, but a password change is when
+	// callers end other sessions; evicting the user's cached sessions
+	// keeps every replica's view of them no older than this change.
+	if err := a.invalidate(ctx, Invalidation{UserID: k.UserID}); err != nil {
+		return Key{}, fmt.Errorf("update key password: publish: %w", err)
+	}
 	return transformKey(k), nil
 }
 

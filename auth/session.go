@@ -139,56 +139,126 @@ func (a *Auth) CreateSession(ctx context.Context, userID string, o SessionOption
 	return a.transformSession(s, &u, token, false, now), nil
 }
 
-// lookup loads a live session and its user by token.
-func (a *Auth) lookup(ctx context.Context, token string) (storage.Session, storage.User, time.Time, error) {
+// found is a live session as lookup returns it.
+type found struct {
+	s   storage.Session
+	u   storage.User
+	now time.Time
+	// key is the cache key of the token; hit says the session came from
+	// the cache, touch that this caller claimed its last-seen write.
+	key        [32]byte
+	hit, touch bool
+	// gen and fetched are the cache generation and the time read before
+	// the database lookup of a miss, for remember.
+	gen     uint64
+	fetched int64
+}
+
+// lookup loads a live session and its user by token: from the session
+// cache when it holds a snapshot younger than the cache TTL, otherwise with
+// one joined query, whose result it caches. A session that is dead by its
+// cached expiry is looked up again (another replica may have reset it), so
+// time-based death is seen at once. With touchInterval > 0, a cache hit
+// whose last-seen time is that old claims the last-seen write for this
+// caller (found.touch), so concurrent validations of a busy session write
+// it once.
+func (a *Auth) lookup(ctx context.Context, token string, touchInterval time.Duration) (found, error) {
 	if !ValidSessionToken(token) {
-		return storage.Session{}, storage.User{}, time.Time{}, ErrInvalidSessionID
+		return found{}, ErrInvalidSessionID
 	}
-	s, u, err := a.store.GetSessionAndUser(ctx, SessionIDFromToken(token))
+	f := found{key: cacheKey(token)}
+	var gen uint64
+	var fetched int64
+	if a.cache != nil {
+		now := a.now()
+		if c, ok := a.cache.get(&f.key, now.UnixNano(), touchInterval); ok {
+			now = now.UTC()
+			if stateAt(now, c.sess.ActiveExpires, c.sess.IdleExpires) != StateDead {
+				f.s, f.u, f.now, f.hit, f.touch = c.sess, c.user, now, true, c.touch
+				return f, nil
+			}
+			a.cache.drop(&f.key)
+		}
+		gen, fetched = a.cache.gen.Load(), now.UnixNano()
+	}
+	s, u, err := a.store.GetSessionAndUser(ctx, hexID(&f.key))
 	if err != nil {
-		return s, u, time.Time{}, notFound(err, ErrInvalidSessionID, "get session")
+		return found{}, notFound(err, ErrInvalidSessionID, "get session")
 	}
-	now := a.now().UTC()
-	if stateAt(now, s.ActiveExpires, s.IdleExpires) == StateDead {
-		return s, u, now, ErrInvalidSessionID
+	f.s, f.u, f.now = s, u, a.now().UTC()
+	if stateAt(f.now, s.ActiveExpires, s.IdleExpires) == StateDead {
+		return found{}, ErrInvalidSessionID
 	}
-	return s, u, now, nil
+	f.gen, f.fetched = gen, fetched
+	return f, nil
+}
+
+// remember caches a session lookup read from the database (s is the
+// session as the caller last wrote it). It does nothing for a cache hit or
+// with the cache off.
+func (a *Auth) remember(f *found, s storage.Session) {
+	if a.cache != nil && !f.hit {
+		a.cache.put(&f.key, s, f.u, f.fetched, f.gen)
+	}
 }
 
 // GetSession returns an active or idle session by its token without
 // resetting it, or ErrInvalidSessionID for a malformed, unknown or dead one.
 func (a *Auth) GetSession(ctx context.Context, token string) (Session, error) {
-	s, u, now, err := a.lookup(ctx, token)
+	f, err := a.lookup(ctx, token, 0)
 	if err != nil {
 		return Session{}, err
 	}
-	return a.transformSession(s, &u, token, false, now), nil
+	a.remember(&f, f.s)
+	return a.transformSession(f.s, &f.u, token, false, f.now), nil
 }
 
 // ValidateSession returns the session of token. An idle session is reset
 // (both expiries extended from now) and comes back with Fresh set, so the
 // caller sends a new cookie. A malformed, unknown or dead token gives
 // ErrInvalidSessionID; a malformed one never reaches the database.
+//
+// With the session cache on ([Options.CacheSize]), a session validated
+// within the cache TTL costs no database work: its expiry is checked
+// against the cached snapshot on every call, and the last-seen time is
+// written at most once per TouchInterval whichever path served it.
 func (a *Auth) ValidateSession(ctx context.Context, token string) (Session, error) {
-	s, u, now, err := a.lookup(ctx, token)
+	f, err := a.lookup(ctx, token, a.opts.TouchInterval)
 	if err != nil {
 		return Session{}, err
 	}
+	s, now := f.s, f.now
 	fresh := false
 	switch {
 	case stateAt(now, s.ActiveExpires, s.IdleExpires) == StateIdle:
 		s.ActiveExpires, s.IdleExpires = a.expiries(now)
 		s.LastSeenAt = now
 		fresh = true
+	case f.hit && !f.touch:
+		// Cached, and no write is due (or another validation is doing it).
+		return a.transformSession(s, &f.u, token, false, now), nil
 	case now.Sub(s.LastSeenAt) >= a.opts.TouchInterval:
 		s.LastSeenAt = now
 	default:
-		return a.transformSession(s, &u, token, false, now), nil
+		a.remember(&f, s)
+		return a.transformSession(s, &f.u, token, false, now), nil
 	}
 	if err := a.store.TouchSession(ctx, s.ID, s.ActiveExpires, s.IdleExpires, s.LastSeenAt); err != nil {
+		if f.hit {
+			if errors.Is(err, storage.ErrNotFound) {
+				a.cache.drop(&f.key)
+			} else {
+				a.cache.release(&f.key)
+			}
+		}
 		return Session{}, notFound(err, ErrInvalidSessionID, "reset session")
 	}
-	return a.transformSession(s, &u, token, fresh, now), nil
+	if f.hit {
+		a.cache.update(&f.key, s.ActiveExpires, s.IdleExpires, s.LastSeenAt)
+	} else {
+		a.remember(&f, s)
+	}
+	return a.transformSession(s, &f.u, token, fresh, now), nil
 }
 
 // GetAllUserSessions returns a user's active and idle sessions (never dead
@@ -216,12 +286,16 @@ func (a *Auth) GetAllUserSessions(ctx context.Context, userID string) ([]Session
 // UpdateSessionAttributes merges attrs into a session's attributes (a nil
 // value removes one) and returns the session, or ErrInvalidSessionID.
 func (a *Auth) UpdateSessionAttributes(ctx context.Context, token string, attrs map[string]any) (Session, error) {
-	if _, _, _, err := a.lookup(ctx, token); err != nil {
+	f, err := a.lookup(ctx, token, 0)
+	if err != nil {
 		return Session{}, err
 	}
-	s, err := a.store.UpdateSessionAttributes(ctx, SessionIDFromToken(token), attrs)
+	s, err := a.store.UpdateSessionAttributes(ctx, f.s.ID, attrs)
 	if err != nil {
 		return Session{}, notFound(err, ErrInvalidSessionID, "update session attributes")
+	}
+	if err := a.invalidate(ctx, Invalidation{SessionID: s.ID}); err != nil {
+		return Session{}, fmt.Errorf("update session attributes: publish: %w", err)
 	}
 	u, err := a.store.GetUser(ctx, s.UserID)
 	if err != nil {
@@ -230,7 +304,11 @@ func (a *Auth) UpdateSessionAttributes(ctx context.Context, token string, attrs 
 	return a.transformSession(s, &u, token, false, a.now().UTC()), nil
 }
 
-// InvalidateSession ends the session of token. It succeeds whatever the token.
+// InvalidateSession ends the session of token. It succeeds whatever the
+// token. The session leaves this process's cache at once; other processes
+// drop it when the published [Invalidation] reaches them. A failure to
+// publish is returned (the session is already deleted; calling again
+// publishes again).
 func (a *Auth) InvalidateSession(ctx context.Context, token string) error {
 	if !ValidSessionToken(token) {
 		return nil
@@ -259,15 +337,22 @@ func (a *Auth) invalidateID(ctx context.Context, id string) error {
 	if err := a.store.DeleteSession(ctx, id); err != nil {
 		return fmt.Errorf("invalidate session: %w", err)
 	}
+	if err := a.invalidate(ctx, Invalidation{SessionID: id}); err != nil {
+		return fmt.Errorf("invalidate session: publish: %w", err)
+	}
 	return nil
 }
 
 // InvalidateAllUserSessions ends every session of a user and returns the
-// ids it ended. It succeeds whatever the user id.
+// ids it ended. It succeeds whatever the user id. Like InvalidateSession,
+// it evicts the sessions from the caches of every process.
 func (a *Auth) InvalidateAllUserSessions(ctx context.Context, userID string) ([]string, error) {
 	ids, err := a.store.DeleteUserSessions(ctx, userID)
 	if err != nil {
 		return nil, fmt.Errorf("invalidate user sessions: %w", err)
+	}
+	if err := a.invalidate(ctx, Invalidation{UserID: userID}); err != nil {
+		return ids, fmt.Errorf("invalidate user sessions: publish: %w", err)
 	}
 	return ids, nil
 }
@@ -295,6 +380,11 @@ func (a *Auth) RequireRecentAuth(s Session) error {
 func (a *Auth) Reauthenticate(ctx context.Context, sessionID string) error {
 	if err := a.store.ReauthenticateSession(ctx, sessionID, a.now().UTC()); err != nil {
 		return notFound(err, ErrInvalidSessionID, "reauthenticate session")
+	}
+	// Cached copies elsewhere hold the old authentication time, which
+	// recent-authentication checks read.
+	if err := a.invalidate(ctx, Invalidation{SessionID: sessionID}); err != nil {
+		return fmt.Errorf("reauthenticate session: publish: %w", err)
 	}
 	return nil
 }

@@ -45,6 +45,8 @@ type Store struct {
 	db      *sqlx.DB
 	dialect string
 	schema  string // PostgreSQL search_path schema, "" for the server's default
+	dsn     string // PostgreSQL connection string, for LISTEN (notify.go)
+	notify  notifyState
 
 	mu    sync.Mutex
 	stmts map[string]*sqlx.Stmt // prepared hot-path statements, by query text
@@ -150,7 +152,7 @@ func openPostgres(dsn string, o options) (*Store, error) {
 	db.SetMaxIdleConns(n)
 	db.SetConnMaxIdleTime(5 * time.Minute)
 	db.SetConnMaxLifetime(time.Hour)
-	return &Store{db: db, dialect: DialectPostgres, schema: o.schema}, nil
+	return &Store{db: db, dialect: DialectPostgres, schema: o.schema, dsn: dsn}, nil
 }
 
 func openSQLite(path string, o options) (*Store, error) {
@@ -224,8 +226,10 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close releases the prepared statements and the connections.
+// Close stops the subscriptions and releases the prepared statements and
+// the connections.
 func (s *Store) Close() error {
+	s.closeSubscriptions()
 	s.closeStmts()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("sqlstore: close: %w", err)

@@ -1,0 +1,508 @@
+package auth
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"hash/maphash"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unique"
+
+	"github.com/brokerauth/broker/storage"
+)
+
+// Defaults of the session cache (see [Options.CacheSize]).
+const (
+	// DefaultCacheTTL is how long a cached session snapshot is used before
+	// validation reads the database again.
+	DefaultCacheTTL = 10 * time.Second
+	cacheShards     = 64
+)
+
+// Invalidation names what other processes must drop from their session
+// caches: one session (SessionID, the hex hash the database keeps), or
+// every session of a user (UserID: revoked, deleted or changed).
+type Invalidation struct {
+	SessionID string
+	UserID    string
+}
+
+// String returns the wire form of ev: "s:<session id>" or "u:<user id>".
+// [ParseInvalidation] reads it back.
+func (ev Invalidation) String() string {
+	if ev.UserID != "" {
+		return "u:" + ev.UserID
+	}
+	return "s:" + ev.SessionID
+}
+
+// ParseInvalidation reads the wire form written by [Invalidation.String].
+func ParseInvalidation(s string) (Invalidation, bool) {
+	kind, id, ok := strings.Cut(s, ":")
+	if !ok || id == "" {
+		return Invalidation{}, false
+	}
+	switch kind {
+	case "s":
+		return Invalidation{SessionID: id}, true
+	case "u":
+		return Invalidation{UserID: id}, true
+	}
+	return Invalidation{}, false
+}
+
+// Invalidations carries cache invalidations to the other processes that
+// share the database (replicas behind a load balancer, the admin CLI). The
+// storage backend provides it; PostgreSQL does it with NOTIFY. Publish is
+// called after the change is committed.
+type Invalidations interface {
+	Publish(ctx context.Context, ev Invalidation) error
+}
+
+// sessionCache is a bounded, sharded LRU of validated sessions keyed by the
+// SHA-256 of the token (the session id, unencoded). An entry holds the
+// session's stored fields in a compact form and points to a snapshot of
+// its user, shared by all of that user's cached sessions: a user
+// invalidation marks the snapshot dead, which turns every entry pointing
+// to it into a miss.
+//
+// Consistency: every invalidation and flush bumps gen before it evicts; a
+// fill records gen before it reads the database and is dropped if gen moved
+// meanwhile (checked under the locks the eviction takes), so a read that
+// raced with an invalidation is never cached. While live is false (the
+// invalidation feed is down) the cache is empty and bypassed.
+type sessionCache struct {
+	ttl      int64 // nanoseconds
+	perShard int
+	gen      atomic.Uint64
+	live     atomic.Bool
+	shards   [cacheShards]cacheShard
+	users    [cacheShards]userShard
+}
+
+type cacheShard struct {
+	mu sync.Mutex
+	m  map[[32]byte]*cacheEntry
+	// LRU list: head is the most recently used entry.
+	head, tail *cacheEntry
+	_          [32]byte // pad to 64 bytes: shards on separate cache lines
+}
+
+type userShard struct {
+	mu sync.Mutex
+	m  map[string]*userSnap
+	_  [48]byte
+}
+
+// userSnap is a user as last read from the database. Every entry that
+// points to it holds a reference; the last one to go removes it from its
+// user shard, so a user invalidation finds every snapshot in use.
+type userSnap struct {
+	user atomic.Pointer[compactUser]
+	dead atomic.Bool
+	refs int // guarded by the user shard's mutex
+}
+
+// compactUser is a storage.User without its attribute map, which costs
+// several times its content; the attributes are kept as a list and a
+// fresh map is built for each caller.
+type compactUser struct {
+	u     storage.User // Attributes nil
+	attrs []attr
+}
+
+type attr struct {
+	k string
+	v any
+}
+
+// cacheEntry is a cached session. Times are Unix microseconds (the
+// precision the database keeps).
+type cacheEntry struct {
+	key                                     [32]byte
+	id                                      string // hex of key, as stored
+	user                                    *userSnap
+	active, idle, created, authAt, lastSeen int64
+	ua                                      unique.Handle[string] // user agents repeat: keep one copy
+	ip                                      string
+	attrs                                   []attr
+	// fetched is when the database read that filled the entry started, in
+	// the Auth's clock (Unix nanoseconds).
+	fetched int64
+	// touching is set while one validation writes the last-seen time, so
+	// concurrent ones do not write it too.
+	touching   bool
+	prev, next *cacheEntry
+}
+
+func newSessionCache(size int, ttl time.Duration) *sessionCache {
+	c := &sessionCache{ttl: int64(ttl), perShard: (size + cacheShards - 1) / cacheShards}
+	for i := range c.shards {
+		c.shards[i].m = make(map[[32]byte]*cacheEntry)
+		c.users[i].m = make(map[string]*userSnap)
+	}
+	c.live.Store(true)
+	return c
+}
+
+func cacheKey(token string) [32]byte { return sha256.Sum256([]byte(token)) }
+
+// hexID is the session id (as stored) of a cache key.
+func hexID(k *[32]byte) string { return hex.EncodeToString(k[:]) }
+
+func (c *sessionCache) shard(k *[32]byte) *cacheShard { return &c.shards[k[0]%cacheShards] }
+
+func (c *sessionCache) userShard(id string) *userShard {
+	return &c.users[maphash.String(userSeed, id)%cacheShards]
+}
+
+var userSeed = maphash.MakeSeed()
+
+func toAttrs(m map[string]any) []attr {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make([]attr, 0, len(m))
+	for k, v := range m {
+		out = append(out, attr{k, v})
+	}
+	return out
+}
+
+// attrMap builds a map the caller owns (values are shared: JSON objects
+// inside attributes are not copied).
+func attrMap(as []attr) map[string]any {
+	m := make(map[string]any, len(as))
+	for _, a := range as {
+		m[a.k] = a.v
+	}
+	return m
+}
+
+func micros(t time.Time) int64 { return t.UnixMicro() }
+
+func fromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }
+
+// cached is what a hit returns.
+type cached struct {
+	sess  storage.Session
+	user  storage.User
+	touch bool // this caller must write the last-seen time
+}
+
+// get returns the entry of k if it is younger than the TTL and its user
+// was not invalidated. With touchInterval > 0 it also claims the last-seen
+// write when the stored last-seen time is that old and nobody else is
+// writing it.
+func (c *sessionCache) get(k *[32]byte, now int64, touchInterval time.Duration) (cached, bool) {
+	if !c.live.Load() {
+		return cached{}, false
+	}
+	sh := c.shard(k)
+	sh.mu.Lock()
+	e := sh.m[*k]
+	if e == nil {
+		sh.mu.Unlock()
+		return cached{}, false
+	}
+	if now-e.fetched >= c.ttl || now < e.fetched || e.user.dead.Load() {
+		c.remove(sh, e)
+		sh.mu.Unlock()
+		return cached{}, false
+	}
+	sh.toFront(e)
+	touch := false
+	if touchInterval > 0 && !e.touching && now/1000-e.lastSeen >= touchInterval.Microseconds() {
+		e.touching = true
+		touch = true
+	}
+	active, idle, created, authAt, lastSeen := e.active, e.idle, e.created, e.authAt, e.lastSeen
+	id, ua, ip, attrs, cu := e.id, e.ua, e.ip, e.attrs, e.user.user.Load()
+	sh.mu.Unlock()
+
+	out := cached{touch: touch, user: cu.u}
+	out.user.Attributes = attrMap(cu.attrs)
+	out.sess = storage.Session{
+		ID:              id,
+		UserID:          cu.u.ID,
+		ActiveExpires:   fromMicros(active),
+		IdleExpires:     fromMicros(idle),
+		CreatedAt:       fromMicros(created),
+		AuthenticatedAt: fromMicros(authAt),
+		LastSeenAt:      fromMicros(lastSeen),
+		UserAgent:       ua.Value(),
+		IP:              ip,
+		Attributes:      attrMap(attrs),
+	}
+	return out, true
+}
+
+// put caches a session read from the database when no invalidation or
+// flush happened since gen0 was read.
+func (c *sessionCache) put(k *[32]byte, s storage.Session, u storage.User, fetched int64, gen0 uint64) {
+	if !c.live.Load() || c.gen.Load() != gen0 {
+		return // cheap early out; checked again under the locks
+	}
+	cu := &compactUser{u: u, attrs: toAttrs(u.Attributes)}
+	cu.u.Attributes = nil
+	e := &cacheEntry{
+		key: *k, id: s.ID, fetched: fetched,
+		active: micros(s.ActiveExpires), idle: micros(s.IdleExpires), created: micros(s.CreatedAt),
+		authAt: micros(s.AuthenticatedAt), lastSeen: micros(s.LastSeenAt),
+		ua: unique.Make(s.UserAgent), ip: s.IP, attrs: toAttrs(s.Attributes),
+	}
+	sh := c.shard(k)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	us := c.userShard(u.ID)
+	us.mu.Lock()
+	// An invalidation bumps gen before it takes either lock.
+	if !c.live.Load() || c.gen.Load() != gen0 {
+		us.mu.Unlock()
+		return
+	}
+	snap := us.m[u.ID]
+	switch {
+	case snap == nil:
+		snap = &userSnap{}
+		snap.user.Store(cu)
+		us.m[u.ID] = snap
+	case !u.UpdatedAt.Before(snap.user.Load().u.UpdatedAt):
+		// The newest read wins: every cached session of the user sees it.
+		snap.user.Store(cu)
+	}
+	snap.refs++
+	us.mu.Unlock()
+	e.user = snap
+
+	if old := sh.m[*k]; old != nil {
+		c.remove(sh, old)
+	}
+	for len(sh.m) >= c.perShard && sh.tail != nil {
+		c.remove(sh, sh.tail)
+	}
+	sh.m[*k] = e
+	e.next = sh.head
+	if sh.head != nil {
+		sh.head.prev = e
+	}
+	sh.head = e
+	if sh.tail == nil {
+		sh.tail = e
+	}
+}
+
+// update records a write validation made (a touch or a reset) on the entry
+// of k, if it is still cached, and releases the touch claim.
+func (c *sessionCache) update(k *[32]byte, activeExpires, idleExpires, lastSeen time.Time) {
+	sh := c.shard(k)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if e := sh.m[*k]; e != nil {
+		e.active, e.idle, e.lastSeen = micros(activeExpires), micros(idleExpires), micros(lastSeen)
+		e.touching = false
+	}
+}
+
+// release gives up a touch claim after a failed write.
+func (c *sessionCache) release(k *[32]byte) {
+	sh := c.shard(k)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if e := sh.m[*k]; e != nil {
+		e.touching = false
+	}
+}
+
+// drop evicts the entry of k without bumping the generation: for entries
+// this process found stale or dead itself.
+func (c *sessionCache) drop(k *[32]byte) {
+	sh := c.shard(k)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if e := sh.m[*k]; e != nil {
+		c.remove(sh, e)
+	}
+}
+
+// invalidate evicts what ev names.
+func (c *sessionCache) invalidate(ev Invalidation) {
+	c.gen.Add(1)
+	if ev.SessionID != "" {
+		if k, ok := keyFromID(ev.SessionID); ok {
+			c.drop(&k)
+		}
+	}
+	if ev.UserID != "" {
+		us := c.userShard(ev.UserID)
+		us.mu.Lock()
+		if snap := us.m[ev.UserID]; snap != nil {
+			// Its entries become misses and go when next looked at (or
+			// pushed out by newer ones).
+			snap.dead.Store(true)
+			delete(us.m, ev.UserID)
+		}
+		us.mu.Unlock()
+	}
+}
+
+// flush empties the cache.
+func (c *sessionCache) flush() {
+	c.gen.Add(1)
+	for i := range c.shards {
+		sh := &c.shards[i]
+		sh.mu.Lock()
+		clear(sh.m)
+		sh.head, sh.tail = nil, nil
+		sh.mu.Unlock()
+	}
+	for i := range c.users {
+		us := &c.users[i]
+		us.mu.Lock()
+		for _, snap := range us.m {
+			snap.dead.Store(true) // for entries of fills racing with the flush
+		}
+		clear(us.m)
+		us.mu.Unlock()
+	}
+}
+
+// setLive turns the cache on or off. Either way it is emptied: entries
+// cached before the feed went down may have missed invalidations, and
+// entries cached while it was down are not there to begin with.
+func (c *sessionCache) setLive(live bool) {
+	if !live {
+		c.live.Store(false)
+	}
+	c.flush()
+	if live {
+		c.live.Store(true)
+	}
+}
+
+func (c *sessionCache) len() int {
+	n := 0
+	for i := range c.shards {
+		sh := &c.shards[i]
+		sh.mu.Lock()
+		for _, e := range sh.m {
+			if !e.user.dead.Load() {
+				n++
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+func (sh *cacheShard) toFront(e *cacheEntry) {
+	if sh.head == e {
+		return
+	}
+	// Unlink (e is not the head, so e.prev != nil).
+	e.prev.next = e.next
+	if e.next != nil {
+		e.next.prev = e.prev
+	} else {
+		sh.tail = e.prev
+	}
+	e.prev, e.next = nil, sh.head
+	sh.head.prev = e
+	sh.head = e
+}
+
+// remove unlinks e from its shard (whose lock is held) and drops its
+// reference to its user snapshot.
+func (c *sessionCache) remove(sh *cacheShard, e *cacheEntry) {
+	delete(sh.m, e.key)
+	if e.prev != nil {
+		e.prev.next = e.next
+	} else {
+		sh.head = e.next
+	}
+	if e.next != nil {
+		e.next.prev = e.prev
+	} else {
+		sh.tail = e.prev
+	}
+	e.prev, e.next = nil, nil
+	snap := e.user
+	id := snap.user.Load().u.ID
+	us := c.userShard(id)
+	us.mu.Lock()
+	snap.refs--
+	if snap.refs <= 0 && us.m[id] == snap {
+		delete(us.m, id)
+	}
+	us.mu.Unlock()
+}
+
+// keyFromID decodes a hex session id into a cache key.
+func keyFromID(id string) ([32]byte, bool) {
+	var k [32]byte
+	if !validSessionID(id) {
+		return k, false
+	}
+	for i := range k {
+		k[i] = unhex(id[2*i])<<4 | unhex(id[2*i+1])
+	}
+	return k, true
+}
+
+func unhex(c byte) byte {
+	if c >= 'a' {
+		return c - 'a' + 10
+	}
+	return c - '0'
+}
+
+// ApplyInvalidation evicts what ev names from this process's session
+// cache. The subscriber side of [Invalidations] calls it for every event it
+// receives; it does nothing when the cache is off.
+func (a *Auth) ApplyInvalidation(ev Invalidation) {
+	if a.cache != nil {
+		a.cache.invalidate(ev)
+	}
+}
+
+// FlushCache empties the session cache.
+func (a *Auth) FlushCache() {
+	if a.cache != nil {
+		a.cache.flush()
+	}
+}
+
+// SetInvalidationFeed tells the cache whether this process currently
+// receives the invalidations other processes publish. While it does not
+// (the listening connection is down, or not up yet), the cache is empty
+// and every validation reads the database; when it is back, the cache
+// starts empty, because events sent meanwhile are lost.
+func (a *Auth) SetInvalidationFeed(up bool) {
+	if a.cache != nil {
+		a.cache.setLive(up)
+	}
+}
+
+// CacheLen returns how many sessions are cached (not counting those of
+// invalidated users that are yet to be swept out), for metrics and tests.
+func (a *Auth) CacheLen() int {
+	if a.cache == nil {
+		return 0
+	}
+	return a.cache.len()
+}
+
+// invalidate evicts ev locally at once and publishes it to the other
+// processes.
+func (a *Auth) invalidate(ctx context.Context, ev Invalidation) error {
+	if a.cache != nil {
+		a.cache.invalidate(ev)
+	}
+	if a.opts.Invalidations == nil {
+		return nil
+	}
+	return a.opts.Invalidations.Publish(ctx, ev)
+}
