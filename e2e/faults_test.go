@@ -666,7 +666,7 @@ func TestFaultBrokerKilledDuringLogins(t *testing.T) {
 			wg.Wait()
 			checkLogClean(t, b1)
 
-			ops, known, users := l.snapshot()
+			ops, known, _ := l.snapshot()
 			var v violations
 			cut := 0
 			for _, o := range ops {
@@ -706,7 +706,7 @@ func TestFaultBrokerKilledDuringLogins(t *testing.T) {
 				})
 			}
 			retries.Wait()
-			_, known, users = l.snapshot()
+			_, known, users := l.snapshot()
 			checkStillValid(t, l, known, users)
 			checkLogClean(t, b2)
 			checkConsistent(t, db.DB())

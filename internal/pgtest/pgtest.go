@@ -145,7 +145,8 @@ func prepare() (*Cluster, string) {
 		data: filepath.Join(base, "data"), sock: filepath.Join(base, "sock"), logPath: filepath.Join(base, "postgres.log"),
 		uid: uint32(uid), gid: uint32(gid),
 	}
-	if err := os.Mkdir(c.sock, 0o700); err == nil {
+	err = os.Mkdir(c.sock, 0o700)
+	if err == nil {
 		err = errors.Join(os.Chown(base, int(c.uid), int(c.gid)), os.Chown(c.sock, int(c.uid), int(c.gid)))
 	}
 	if err != nil {
