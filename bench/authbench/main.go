@@ -55,6 +55,7 @@ type options struct {
 	staleLastSeen   bool
 	dbURL           string
 	brokerBin       string
+	brokerGiven     bool
 	resultsDir      string
 	note            string
 }
@@ -108,6 +109,7 @@ func run() error {
 		return err
 	}
 	defer os.RemoveAll(tmp)
+	o.brokerGiven = o.brokerBin != ""
 	if o.brokerBin == "" {
 		o.brokerBin = filepath.Join(tmp, "broker")
 		fmt.Fprintln(os.Stderr, "building the broker…")
@@ -131,7 +133,7 @@ func run() error {
 	for _, n := range o.sessions {
 		r, err := benchN(ctx, o, n, tmp, script)
 		if err != nil {
-			return fmt.Errorf("N=%d: %w", n, err)
+			return fmt.Errorf("sessions %d: %w", n, err)
 		}
 		results = append(results, r)
 		fmt.Println(formatRun(r))

@@ -223,7 +223,11 @@ func formatReport(o options, m machine, rs []runResult, loadStart, loadEnd strin
 	if o.staleLastSeen {
 		seen = "last seen an hour before seeding: the first validation of each also writes its last-seen time (one UPDATE)"
 	}
-	fmt.Fprintf(&b, "- Broker: built from this commit with default settings (session cache of 32,768 sessions, TTL 10 s), password sign-in on, %s; sessions seeded %s, %d per user\n", claims, seen, o.sessionsPerUser)
+	broker := "built from this commit with default settings (session cache of 32,768 sessions, TTL 10 s)"
+	if o.brokerGiven {
+		broker = "the binary given with -broker (`" + o.brokerBin + "`)"
+	}
+	fmt.Fprintf(&b, "- Broker: %s, password sign-in on, %s; sessions seeded %s, %d per user\n", broker, claims, seen, o.sessionsPerUser)
 	if o.note != "" {
 		fmt.Fprintf(&b, "- Note: %s\n", o.note)
 	}

@@ -216,7 +216,7 @@ func measure(ctx context.Context, o options, script, url, tokens, mode string, c
 		return w, fmt.Errorf("warm-up %s: %w", url, err)
 	}
 	// wrk threads walk interleaved slices at their own pace: leave room.
-	next := 2*w.Requests + int64(o.connections)
+	next := w.Requests*11/10 + int64(o.connections*o.threads)
 	c0 := cpu()
 	res, err := runWrk(ctx, o, script, url, tokens, mode, next, o.duration)
 	res.CPUUS = cpu() - c0
@@ -282,7 +282,7 @@ func seed(ctx context.Context, db *sql.DB, n int, o options, all, hot string) (i
 		return 0, err
 	}
 	defer tx.Rollback()
-	stmt, err := tx.PrepareContext(ctx, pq.CopyIn("users", "id", "email", "email_verified_at", "name", "attributes", "created_at", "updated_at"))
+	stmt, err := tx.PrepareContext(ctx, `COPY users (id, email, email_verified_at, name, attributes, created_at, updated_at) FROM STDIN`)
 	if err != nil {
 		return 0, err
 	}
@@ -313,8 +313,7 @@ func seed(ctx context.Context, db *sql.DB, n int, o options, all, hot string) (i
 	}
 	defer fh.Close()
 	wa, wh := bufio.NewWriter(fa), bufio.NewWriter(fh)
-	stmt, err = tx.PrepareContext(ctx, pq.CopyIn("sessions", "id", "user_id", "active_expires", "idle_expires",
-		"created_at", "authenticated_at", "last_seen_at", "user_agent", "ip", "attributes"))
+	stmt, err = tx.PrepareContext(ctx, `COPY sessions (id, user_id, active_expires, idle_expires, created_at, authenticated_at, last_seen_at, user_agent, ip, attributes) FROM STDIN`)
 	if err != nil {
 		return 0, err
 	}
