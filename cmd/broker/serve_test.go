@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/brokerauth/broker/internal/config"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestServeMetricsListen: with server.metrics_listen set, /metrics is
+// served there (with the pool gauges) and not on the main listener, even
+// to a loopback peer; serve returns nil once its context ends.
+func TestServeMetricsListen(t *testing.T) {
+	metricsAddr := freeAddr(t)
+	f := newCLIFixture(t, cliConfig{skipSeeding: true})
+	yaml, err := os.ReadFile(f.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	yaml = []byte(strings.Replace(string(yaml), "server:\n", "server:\n  listen: 127.0.0.1:0\n  metrics_listen: "+metricsAddr+"\n  shutdown_grace: 5s\n", 1))
+	if err := os.WriteFile(f.cfgPath, yaml, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(f.cfgPath, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	c := &cli{getenv: func(string) string { return "" }, stdout: io.Discard, stderr: io.Discard}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() { done <- c.serve(ctx, cfg, ready) }()
+	var main string
+	select {
+	case main = <-ready:
+	case err := <-done:
+		t.Fatalf("serve: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not start")
+	}
+	get := func(url string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("http://" + metricsAddr + "/metrics"); code != 200 ||
+		!strings.Contains(body, "go_goroutines") || !strings.Contains(body, `go_sql_open_connections{db_name="broker"}`) {
+		t.Fatalf("metrics listener: %d %.200s", code, body)
+	}
+	if code, _ := get("http://" + main + "/metrics"); code != 404 {
+		t.Fatalf("/metrics on the main listener with metrics_listen set = %d; want 404", code)
+	}
+	if code, _ := get("http://" + main + "/healthz"); code != 200 {
+		t.Fatalf("/healthz = %d", code)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve after cancel: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+}
