@@ -196,9 +196,11 @@ func buildApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, 
 	}
 	metrics := server.NewMetrics()
 	metrics.WatchDB(st.DB().DB)
-	needKeys := exprsMention(cfg, "keys")
-	keysOf := func(ctx context.Context, userID string) []auth.Key {
-		if !needKeys {
+	// Keys cost database reads on every /auth, cache hit or not: load them
+	// only for the expressions that may use them.
+	claimsNeedKeys, accessNeedKeys := exprsMention(cfg, "keys")
+	keysOf := func(ctx context.Context, need bool, userID string) []auth.Key {
+		if !need {
 			return nil
 		}
 		ks, err := a.GetAllUserKeys(ctx, userID)
@@ -230,7 +232,7 @@ func buildApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, 
 			// Without the request's cancellation CEL skips the per-call
 			// setup of an interruptible evaluation (a tenth of a cached
 			// /auth); its cost limit still bounds every expression.
-			out, errs := claims.Eval(context.WithoutCancel(ctx), s.User, keysOf(ctx, s.UserID), s)
+			out, errs := claims.Eval(context.WithoutCancel(ctx), s.User, keysOf(ctx, claimsNeedKeys, s.UserID), s)
 			for _, e := range errs {
 				log.Warn("claim left out", "user_id", s.UserID, "err", e)
 			}
@@ -240,7 +242,7 @@ func buildApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, 
 	if len(cfg.Access) > 0 {
 		opts.Access = func(ctx context.Context, req server.AccessRequest) (bool, error) {
 			allowed, _, err := access.Decide(ctx, rules.AccessInput{
-				User: req.Session.User, Keys: keysOf(ctx, req.Session.UserID), Session: req.Session,
+				User: req.Session.User, Keys: keysOf(ctx, accessNeedKeys, req.Session.UserID), Session: req.Session,
 				Claims: req.Claims, Host: req.Host, Path: req.Path, Method: req.Method,
 			})
 			return allowed, err
@@ -275,17 +277,14 @@ type featureDeps struct {
 	metrics *server.Metrics
 }
 
-// exprsMention reports whether any claim or access expression uses name.
-func exprsMention(cfg *config.Config, name string) bool {
+// exprsMention reports whether any claim expression, and whether any
+// access expression, uses name.
+func exprsMention(cfg *config.Config, name string) (claims, access bool) {
 	for _, e := range cfg.Claims {
-		if strings.Contains(e, name) {
-			return true
-		}
+		claims = claims || strings.Contains(e, name)
 	}
 	for _, r := range cfg.Access {
-		if strings.Contains(r.Allow, name) {
-			return true
-		}
+		access = access || strings.Contains(r.Allow, name)
 	}
-	return false
+	return claims, access
 }

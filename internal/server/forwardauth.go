@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/url"
@@ -43,7 +44,7 @@ func (s *Server) handleForwardAuth(w http.ResponseWriter, r *http.Request) {
 	if sess.Fresh && src == auth.TokenCookie {
 		http.SetCookie(w, s.auth.CreateSessionCookie(&sess))
 	}
-	claims := s.claims(r, &sess)
+	claims := s.claims(r.Context(), &sess)
 	if s.opts.Access != nil {
 		host, path, method := forwardedRequest(r)
 		ok, err := s.opts.Access(r.Context(), AccessRequest{Session: &sess, Claims: claims, Host: host, Path: path, Method: method})
@@ -72,15 +73,14 @@ func (s *Server) handleForwardAuth(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-func (s *Server) claims(r *http.Request, sess *auth.Session) map[string]any {
-	if s.opts.Claims == nil {
-		return map[string]any{}
+// claims returns the session's claims, never nil (JSON shows {}).
+func (s *Server) claims(ctx context.Context, sess *auth.Session) map[string]any {
+	if s.opts.Claims != nil {
+		if c := s.opts.Claims(ctx, sess); c != nil {
+			return c
+		}
 	}
-	c := s.opts.Claims(r.Context(), sess)
-	if c == nil {
-		c = map[string]any{}
-	}
-	return c
+	return map[string]any{}
 }
 
 // forwardedRequest returns the original request's host, path and method

@@ -25,8 +25,10 @@ import (
 // bodies, would otherwise go ahead. A body that cannot be read (a broken
 // chunked encoding) is 400 AUTH_INVALID_REQUEST. The cost is at most
 // MaxBodyBytes per request, what a handler reading it would hold anyway.
+//
+// limitBody calls it only for a request that has a body.
 func bufferBody(r *http.Request) error {
-	if r.Body == nil || r.Body == http.NoBody || r.ContentLength >= 0 {
+	if r.ContentLength >= 0 {
 		return nil
 	}
 	b, err := io.ReadAll(r.Body)

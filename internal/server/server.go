@@ -264,13 +264,7 @@ type sessionBody struct {
 }
 
 func (s *Server) sessionBody(ctx context.Context, sess *auth.Session) sessionBody {
-	claims := map[string]any{}
-	if s.opts.Claims != nil {
-		if c := s.opts.Claims(ctx, sess); c != nil {
-			claims = c
-		}
-	}
-	return sessionBody{User: sess.User, Session: sess, Claims: claims}
+	return sessionBody{User: sess.User, Session: sess, Claims: s.claims(ctx, sess)}
 }
 
 func (s *Server) handleSession(w http.ResponseWriter, r *http.Request) {
@@ -363,9 +357,12 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		if status == 0 {
 			status = http.StatusOK
 		}
-		s.opts.Metrics.request(r.Pattern, status, time.Since(start))
-		s.log.Debug("request", "request_id", id, "method", r.Method, "path", r.URL.Path,
-			"status", sw.status, "duration", time.Since(start))
+		d := time.Since(start)
+		s.opts.Metrics.request(r.Pattern, status, d)
+		if s.log.Enabled(r.Context(), slog.LevelDebug) {
+			s.log.Debug("request", "request_id", id, "method", r.Method, "path", r.URL.Path,
+				"status", status, "duration", d)
+		}
 	})
 }
 
@@ -393,7 +390,7 @@ func (s *Server) limitBody(next http.Handler) http.Handler {
 			s.writeError(w, r, newError(http.StatusRequestEntityTooLarge, CodeRequestTooLarge, "the request body is too large"))
 			return
 		}
-		if r.Body != nil {
+		if r.Body != nil && r.Body != http.NoBody {
 			r.Body = http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)
 			if err := bufferBody(r); err != nil {
 				s.writeError(w, r, err)
