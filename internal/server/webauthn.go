@@ -39,6 +39,7 @@ type WebAuthnOptions struct {
 //	POST   /webauthn/login/verify      toJSON() plus "state" (or the envelope), "bearer"?
 //	                                   → 200 {user, session, claims, redirect_to[, token]}
 //	GET    /webauthn/credentials       → {"credentials": [{id, name, created_at, last_used_at, backed_up, transports}]}
+//	GET    /webauthn/credentials/{id}  → 200 the credential (404 when not the user's)
 //	PATCH  /webauthn/credentials/{id}  {"name"} → 200 the credential
 //	DELETE /webauthn/credentials/{id}  → 204 (recent authentication)
 func (s *Server) webauthnRoutes() {
@@ -47,6 +48,7 @@ func (s *Server) webauthnRoutes() {
 	s.mux.HandleFunc("POST /webauthn/login/options", s.handlePasskeyLoginOptions)
 	s.mux.HandleFunc("POST /webauthn/login/verify", s.handlePasskeyLoginVerify)
 	s.mux.HandleFunc("GET /webauthn/credentials", s.handlePasskeyList)
+	s.mux.HandleFunc("GET /webauthn/credentials/{id}", s.handlePasskeyGet)
 	s.mux.HandleFunc("PATCH /webauthn/credentials/{id}", s.handlePasskeyRename)
 	s.mux.HandleFunc("DELETE /webauthn/credentials/{id}", s.handlePasskeyDelete)
 	s.loginParts = append(s.loginParts, s.passkeyLoginPart)
@@ -395,6 +397,28 @@ func (s *Server) handlePasskeyList(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"credentials": ps})
+}
+
+// handlePasskeyGet answers one of the signed-in user's passkeys; another
+// user's id, or an unknown one, is 404 NOT_FOUND like PATCH and DELETE.
+func (s *Server) handlePasskeyGet(w http.ResponseWriter, r *http.Request) {
+	sess, err := s.currentSession(w, r)
+	if err != nil {
+		s.passkeyFail(w, r, err)
+		return
+	}
+	ps, err := s.passkeys().List(r.Context(), sess.UserID)
+	if err != nil {
+		s.passkeyFail(w, r, err)
+		return
+	}
+	for _, p := range ps {
+		if p.ID == r.PathValue("id") {
+			writeJSON(w, http.StatusOK, p)
+			return
+		}
+	}
+	s.passkeyFail(w, r, newError(http.StatusNotFound, CodeNotFound, "no such passkey"))
 }
 
 func (s *Server) handlePasskeyRename(w http.ResponseWriter, r *http.Request) {

@@ -458,6 +458,10 @@ func TestPasskeyCredentialsAPI(t *testing.T) {
 		if ps := list(mallory); len(ps) != 1 || ps[0]["id"] == phoneID {
 			t.Errorf("mallory's list = %v", ps)
 		}
+		wantError(t, mallory.getJSON("/webauthn/credentials/"+phoneID), http.StatusNotFound, "NOT_FOUND")
+		if r := b.getJSON("/webauthn/credentials/" + phoneID); r.StatusCode != http.StatusOK || pkDecode[map[string]any](t, r)["id"] != phoneID {
+			t.Errorf("GET own credential: %d %q", r.StatusCode, r.body)
+		}
 		wantError(t, mallory.pkSend(http.MethodPatch, "/webauthn/credentials/"+phoneID, map[string]any{"name": "mine"}, nil), http.StatusNotFound, "NOT_FOUND")
 		wantError(t, mallory.pkSend(http.MethodDelete, "/webauthn/credentials/"+phoneID, []byte(""), nil), http.StatusNotFound, "NOT_FOUND")
 		wantError(t, b.pkSend(http.MethodDelete, "/webauthn/credentials/not-base64!", []byte(""), nil), http.StatusNotFound, "NOT_FOUND")
