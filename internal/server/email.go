@@ -7,18 +7,13 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
-	"io"
 	"math"
-	"mime"
 	"net/http"
-	netmail "net/mail"
 	"net/netip"
 	"net/url"
-	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -121,32 +116,18 @@ type emailLoginInput struct {
 // handleEmailLogin answers 202 (JSON) or 303 to /login?sent=1 (form)
 // whatever the address, and sends a sign-in link in the background.
 func (s *Server) handleEmailLogin(w http.ResponseWriter, r *http.Request) {
-	if !s.sameSite(w, r) {
-		return
-	}
 	var in emailLoginInput
-	if err := decodeInput(r, &in); err != nil {
-		s.writeError(w, r, err)
+	if !s.readInput(w, r, &in) {
 		return
 	}
-	email, ok := normalizeEmail(in.Email)
+	email, ok := s.inputEmail(w, r, in.Email, errBadEmail)
 	if !ok {
-		s.writeError(w, r, newError(http.StatusBadRequest, auth.ErrInvalidRequest.Code, "enter a valid email address"))
-		return
-	}
-	if err := s.limitSends(w, r, email); err != nil {
-		s.writeError(w, r, err)
 		return
 	}
 	redirectTo := s.safeRedirect(in.RedirectTo)
-	s.mailLater(r.Context(), mail.KindLogin, func(ctx context.Context) (string, error) {
+	s.sendLink(w, r, email, mail.KindLogin, "/login?sent=1", func(ctx context.Context) (string, error) {
 		return s.newLink(ctx, email, email, redirectTo, "/login/email/callback")
-	}, email)
-	if wantsJSON(r) || !acceptsHTML(r) {
-		writeJSON(w, http.StatusAccepted, map[string]string{"status": "sent"})
-		return
-	}
-	http.Redirect(w, r, "/login?sent=1", http.StatusSeeOther)
+	})
 }
 
 // handleEmailCallback signs in with a login link: the verified owner of
@@ -160,19 +141,16 @@ func (s *Server) handleEmailCallback(w http.ResponseWriter, r *http.Request) {
 			s.audit(r, storage.AuditLoginFailure, "", "email", outcome)
 		}
 	}()
-	q := r.URL.Query()
-	email, ok := normalizeEmail(q.Get("email"))
-	token := q.Get("token")
-	if !ok || !validLinkToken(token) {
+	email, token, ok := linkParams(r.URL.Query())
+	if !ok {
 		outcome = "invalid_token"
 		s.writeError(w, r, errBadLink)
 		return
 	}
-	vt, err := s.store.UseVerificationToken(r.Context(), email, hashLinkToken(token), s.now().UTC())
+	vt, err := s.useLink(r.Context(), "", email, token) // a login link's identifier is the address
 	if err != nil {
-		if errors.Is(err, storage.ErrNotFound) {
+		if err == errBadLink {
 			outcome = "invalid_token"
-			err = errBadLink
 		}
 		s.writeError(w, r, err)
 		return
@@ -182,7 +160,7 @@ func (s *Server) handleEmailCallback(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	sess, err := s.auth.CreateSession(r.Context(), u.ID, s.sessionOptions(r))
+	sess, err := s.newSession(r, u.ID)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -192,7 +170,7 @@ func (s *Server) handleEmailCallback(w http.ResponseWriter, r *http.Request) {
 		s.audit(r, storage.AuditEmailVerified, u.ID, "email", linkClaimed)
 	}
 	s.audit(r, storage.AuditLoginSuccess, u.ID, "email", how)
-	http.SetCookie(w, s.auth.CreateSessionCookie(&sess))
+	http.SetCookie(w, s.auth.CreateSessionCookie(sess))
 	http.Redirect(w, r, s.safeRedirect(vt.RedirectTo), http.StatusFound)
 }
 
@@ -533,120 +511,38 @@ func tooMany(w http.ResponseWriter, retry time.Duration, msg string) error {
 	return newError(http.StatusTooManyRequests, CodeRateLimited, msg)
 }
 
+// hitLimits counts one attempt in each bucket in turn, stopping at the
+// first that is past max (over, with the time until its window ends) or
+// that fails.
+func (s *Server) hitLimits(ctx context.Context, buckets []string, max int, window time.Duration) (over bool, retry time.Duration, err error) {
+	for _, b := range buckets {
+		if over, retry, err = s.hitLimit(ctx, b, 1, max, window); err != nil || over {
+			return over, retry, err
+		}
+	}
+	return false, 0, nil
+}
+
 // limitSends counts one message to email asked for by the client: per
 // client IP first (so that one client cannot use up an address's budget
 // beyond its own), then per address.
-func (s *Server) limitSends(w http.ResponseWriter, r *http.Request, email string) error {
+func (s *Server) limitSends(r *http.Request, email string) (over bool, retry time.Duration, err error) {
 	e := s.opts.Email
-	for _, b := range []string{"mail-ip:" + s.clientBucket(r), "mail-to:" + email} {
-		over, retry, err := s.hitLimit(r.Context(), b, 1, e.MaxSends, e.SendWindow)
-		if err != nil {
-			return err
-		}
-		if over {
-			return tooMany(w, retry, "too many emails asked for; try again later")
-		}
-	}
-	return nil
+	return s.hitLimits(r.Context(), []string{"mail-ip:" + s.clientBucket(r), "mail-to:" + email}, e.MaxSends, e.SendWindow)
 }
 
-// --- input ---
-
-// normalizeEmail returns the address lower-cased and trimmed, and whether
-// it is a plain address (local@domain, no display name, no quoting, at
-// most 254 bytes).
-func normalizeEmail(raw string) (string, bool) {
-	e := strings.ToLower(strings.TrimSpace(raw))
-	if e == "" || len(e) > 254 || strings.ContainsAny(e, " \t\r\n\"<>()[]\\,;") {
-		return "", false
+// sendLink answers a request for a link to email (see answerSent; sentPage
+// for forms) and mails it in the background (see mailLater), within the
+// sending limits: past them it answers 429.
+func (s *Server) sendLink(w http.ResponseWriter, r *http.Request, email string, kind mail.Kind, sentPage string, link func(ctx context.Context) (string, error)) {
+	over, retry, err := s.limitSends(r, email)
+	if err == nil && over {
+		err = tooMany(w, retry, "too many emails asked for; try again later")
 	}
-	if strings.ContainsRune(e, '\uFFFD') { // also any invalid UTF-8 (strings.IndexRune)
-		return "", false
-	}
-	local, domain, ok := strings.Cut(e, "@")
-	if !ok || local == "" || domain == "" || strings.Contains(domain, "@") {
-		return "", false
-	}
-	a, err := netmail.ParseAddress(e)
-	if err != nil || a.Name != "" || a.Address != e {
-		return "", false
-	}
-	return e, true
-}
-
-// decodeInput reads a POST body into dst, a pointer to a struct whose
-// string and bool fields carry json tags: a JSON object
-// (application/json) or an HTML form (application/x-www-form-urlencoded,
-// multipart/form-data; a bool is true for "1", "true" or "on"). Unknown
-// fields are ignored. It returns an *httpError: 415 for another content
-// type, 413 past the body limit, 400 AUTH_INVALID_REQUEST for a malformed
-// body, which includes JSON that checkJSON refuses (not UTF-8, repeated
-// member names) and form values that are not UTF-8.
-func decodeInput(r *http.Request, dst any) error {
-	ct, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil {
-		ct = ""
+		s.writeError(w, r, err)
+		return
 	}
-	bad := func(err error) error {
-		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			return newError(http.StatusRequestEntityTooLarge, CodeRequestTooLarge, "the request body is too large")
-		}
-		return &httpError{http.StatusBadRequest, auth.ErrInvalidRequest.Code, "the request body is malformed", err}
-	}
-	switch ct {
-	case "application/json":
-		b, err := io.ReadAll(r.Body)
-		if err != nil {
-			return bad(err)
-		}
-		if err := checkJSON(b); err != nil {
-			return err
-		}
-		if err := json.Unmarshal(b, dst); err != nil {
-			return bad(err)
-		}
-		return nil
-	case "application/x-www-form-urlencoded", "multipart/form-data":
-		var err error
-		if ct == "multipart/form-data" {
-			err = r.ParseMultipartForm(1 << 20)
-		} else {
-			err = r.ParseForm()
-		}
-		if err != nil {
-			return bad(err)
-		}
-		v := reflect.ValueOf(dst).Elem()
-		for i := range v.NumField() {
-			f := v.Type().Field(i)
-			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-			val, err := formText(r, name)
-			if err != nil {
-				return err
-			}
-			switch f.Type.Kind() {
-			case reflect.String:
-				v.Field(i).SetString(val)
-			case reflect.Bool:
-				v.Field(i).SetBool(val == "1" || val == "true" || val == "on")
-			}
-		}
-		return nil
-	}
-	return newError(http.StatusUnsupportedMediaType, CodeUnsupportedMedia, "send application/json or a form")
-}
-
-// sameSite refuses a cross-site browser request (403 AUTH_INVALID_REQUEST)
-// and reports whether the request may go on.
-func (s *Server) sameSite(w http.ResponseWriter, r *http.Request) bool {
-	if err := s.auth.CheckCrossOrigin(r); err != nil {
-		s.writeError(w, r, &httpError{http.StatusForbidden, auth.ErrInvalidRequest.Code, "cross-site request refused", err})
-		return false
-	}
-	return true
-}
-
-// sessionOptions describe a session started by request r.
-func (s *Server) sessionOptions(r *http.Request) auth.SessionOptions {
-	return auth.SessionOptions{UserAgent: truncate(r.UserAgent(), 256), IP: s.clientIP(r)}
+	s.mailLater(r.Context(), kind, link, email)
+	answerSent(w, r, sentPage)
 }

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
-	"mime"
 	"net/http"
 	"strings"
 	"time"
@@ -143,12 +142,6 @@ type passwordInput struct {
 	Bearer     bool   `json:"bearer"`
 }
 
-// jsonBody reports whether the request body is JSON (where "bearer" counts).
-func jsonBody(r *http.Request) bool {
-	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	return ct == "application/json"
-}
-
 // handleSignup creates a user with an unverified email and a password key
 // email:<address>, signs it in and, with email on, sends a link that
 // confirms the address. It never touches the verified owner of the
@@ -156,17 +149,12 @@ func jsonBody(r *http.Request) bool {
 func (s *Server) handleSignup(w http.ResponseWriter, r *http.Request) {
 	outcome := "error"
 	defer func() { s.opts.Metrics.Login("password", outcome) }()
-	if !s.sameSite(w, r) {
-		return
-	}
 	var in passwordInput
-	if err := decodeInput(r, &in); err != nil {
-		s.writeError(w, r, err)
+	if !s.readInput(w, r, &in) {
 		return
 	}
-	email, ok := normalizeEmail(in.Email)
+	email, ok := s.inputEmail(w, r, in.Email, errBadEmail)
 	if !ok {
-		s.writeError(w, r, newError(http.StatusBadRequest, auth.ErrInvalidRequest.Code, "enter a valid email address"))
 		return
 	}
 	if err := s.opts.Passwords.checkNewPassword(in.Password, email); err != nil {
@@ -214,7 +202,7 @@ func (s *Server) handleSignup(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	sess, err := s.auth.CreateSession(ctx, u.ID, s.sessionOptions(r))
+	sess, err := s.newSession(r, u.ID)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -224,20 +212,16 @@ func (s *Server) handleSignup(w http.ResponseWriter, r *http.Request) {
 	}
 	s.audit(r, storage.AuditLoginSuccess, u.ID, "password", "signup")
 	outcome = "signup"
-	s.signedIn(w, r, http.StatusCreated, &sess, s.safeRedirect(in.RedirectTo), in.Bearer && jsonBody(r))
+	s.signedIn(w, r, http.StatusCreated, sess, s.safeRedirect(in.RedirectTo), in.Bearer && jsonBody(r))
 }
 
 // sendConfirmation mails the link that confirms a new sign-up's address,
 // within the sending limits (over them, no mail: the address stays
 // unconfirmed until an email link or a password reset proves it).
 func (s *Server) sendConfirmation(r *http.Request, email string) {
-	e := s.opts.Email
-	for _, b := range []string{"mail-ip:" + s.clientBucket(r), "mail-to:" + email} {
-		over, _, err := s.hitLimit(r.Context(), b, 1, e.MaxSends, e.SendWindow)
-		if err != nil || over {
-			s.log.Info("address confirmation not sent", "request_id", requestID(r.Context()), "over_limit", over, "err", errString(err))
-			return
-		}
+	if over, _, err := s.limitSends(r, email); err != nil || over {
+		s.log.Info("address confirmation not sent", "request_id", requestID(r.Context()), "over_limit", over, "err", errString(err))
+		return
 	}
 	s.mailLater(r.Context(), mail.KindVerify, func(ctx context.Context) (string, error) {
 		return s.newLink(ctx, verifyPrefix+email, email, "", "/signup/password/verify")
@@ -250,12 +234,8 @@ func (s *Server) sendConfirmation(r *http.Request, email string) {
 func (s *Server) handlePasswordLogin(w http.ResponseWriter, r *http.Request) {
 	outcome := "error"
 	defer func() { s.opts.Metrics.Login("password", outcome) }()
-	if !s.sameSite(w, r) {
-		return
-	}
 	var in passwordInput
-	if err := decodeInput(r, &in); err != nil {
-		s.writeError(w, r, err)
+	if !s.readInput(w, r, &in) {
 		return
 	}
 	email := strings.ToLower(strings.TrimSpace(in.Email))
@@ -315,14 +295,12 @@ func (s *Server) checkPassword(w http.ResponseWriter, r *http.Request, email, pa
 	p := s.opts.Passwords
 	ctx := r.Context()
 	ipB, keyB := loginIPBucket(s.clientBucket(r)), loginKeyBucket(email)
-	for _, b := range []string{ipB, keyB} {
-		over, retry, err := s.hitLimit(ctx, b, 1, p.MaxFailures, p.FailureWindow)
-		if err != nil {
-			return "", err
-		}
-		if over {
-			return "", tooMany(w, retry, "too many failed sign-ins; try again later")
-		}
+	over, retry, err := s.hitLimits(ctx, []string{ipB, keyB}, p.MaxFailures, p.FailureWindow)
+	if err != nil {
+		return "", err
+	}
+	if over {
+		return "", tooMany(w, retry, "too many failed sign-ins; try again later")
 	}
 	k, err := s.auth.GetKey(ctx, "email", email)
 	switch {
@@ -339,9 +317,7 @@ func (s *Server) checkPassword(w http.ResponseWriter, r *http.Request, email, pa
 	default:
 		return "", err
 	}
-	if err := s.store.ResetRateLimit(ctx, keyB); err != nil {
-		s.log.Warn("rate limit not reset", "err", err)
-	}
+	s.clearLoginFailures(ctx, email)
 	if _, _, err := s.hitLimit(ctx, ipB, -1, p.MaxFailures, p.FailureWindow); err != nil {
 		s.log.Warn("rate limit not given back", "err", err)
 	}
@@ -363,18 +339,21 @@ func (s *Server) loginSession(w http.ResponseWriter, r *http.Request, userID str
 			}
 		}
 	}
-	sess, err := s.auth.CreateSession(r.Context(), userID, s.sessionOptions(r))
-	if err != nil {
-		return nil, err
+	return s.newSession(r, userID)
+}
+
+// clearLoginFailures forgets the failed logins counted on email's key.
+func (s *Server) clearLoginFailures(ctx context.Context, email string) {
+	if err := s.store.ResetRateLimit(ctx, loginKeyBucket(email)); err != nil {
+		s.log.Warn("rate limit not reset", "err", err)
 	}
-	return &sess, nil
 }
 
 // signedIn answers a successful sign-in: to JSON clients status with
 // {user, session, claims, redirect_to} (and "token" without a cookie for
 // bearer clients), to forms the cookie and 303 to redirectTo.
 func (s *Server) signedIn(w http.ResponseWriter, r *http.Request, status int, sess *auth.Session, redirectTo string, bearer bool) {
-	asJSON := wantsJSON(r) || !acceptsHTML(r)
+	asJSON := answersJSON(r)
 	if !asJSON || !bearer {
 		http.SetCookie(w, s.auth.CreateSessionCookie(sess))
 	}
@@ -407,11 +386,10 @@ func (s *Server) handleChangePassword(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var in changePasswordInput
-	if err := decodeInput(r, &in); err != nil {
-		s.writeError(w, r, err)
+	if !s.decode(w, r, &in) {
 		return
 	}
-	form := !wantsJSON(r) && acceptsHTML(r)
+	form := !answersJSON(r)
 	if err := s.auth.RequireRecentAuth(*sess); err != nil {
 		if form {
 			http.Redirect(w, r, "/login?reauth=1&redirect_to=%2Faccount", http.StatusSeeOther)
@@ -556,6 +534,9 @@ func (s *Server) setPasswordKey(ctx context.Context, userID, email, password str
 // errNoAccount: no account can be reset or confirmed for the address.
 var errNoAccount = errors.New("no account for the address")
 
+// errNoAccountNow answers a link whose address no account uses any more.
+var errNoAccountNow = newError(http.StatusBadRequest, auth.ErrInvalidRequest.Code, "no account uses this email address any more")
+
 // resetTarget returns whose password a reset link for email sets: the
 // verified owner of the address, else the user holding its password key
 // with the address unverified (the link proves the address, so it is
@@ -591,25 +572,16 @@ type resetRequestInput struct {
 // whatever the address, and mails a reset link in the background when an
 // account uses it.
 func (s *Server) handleResetRequest(w http.ResponseWriter, r *http.Request) {
-	if !s.sameSite(w, r) {
-		return
-	}
 	var in resetRequestInput
-	if err := decodeInput(r, &in); err != nil {
-		s.writeError(w, r, err)
+	if !s.readInput(w, r, &in) {
 		return
 	}
-	email, ok := normalizeEmail(in.Email)
+	email, ok := s.inputEmail(w, r, in.Email, errBadEmail)
 	if !ok {
-		s.writeError(w, r, newError(http.StatusBadRequest, auth.ErrInvalidRequest.Code, "enter a valid email address"))
-		return
-	}
-	if err := s.limitSends(w, r, email); err != nil {
-		s.writeError(w, r, err)
 		return
 	}
 	redirectTo := s.safeRedirect(in.RedirectTo)
-	s.mailLater(r.Context(), mail.KindReset, func(ctx context.Context) (string, error) {
+	s.sendLink(w, r, email, mail.KindReset, "/account/password/reset?sent=1", func(ctx context.Context) (string, error) {
 		if _, err := s.resetTarget(ctx, email); err != nil {
 			if errors.Is(err, errNoAccount) {
 				return "", nil
@@ -617,12 +589,7 @@ func (s *Server) handleResetRequest(w http.ResponseWriter, r *http.Request) {
 			return "", err
 		}
 		return s.newLink(ctx, resetPrefix+email, email, redirectTo, "/account/password/reset")
-	}, email)
-	if wantsJSON(r) || !acceptsHTML(r) {
-		writeJSON(w, http.StatusAccepted, map[string]string{"status": "sent"})
-		return
-	}
-	http.Redirect(w, r, "/account/password/reset?sent=1", http.StatusSeeOther)
+	})
 }
 
 // handleResetPage shows the form that asks for a reset link or, when the
@@ -632,9 +599,9 @@ func (s *Server) handleResetRequest(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleResetPage(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	data := map[string]any{"MinLength": s.opts.Passwords.MinLength, "Sent": q.Get("sent") == "1"}
-	if token := q.Get("token"); token != "" {
-		email, ok := normalizeEmail(q.Get("email"))
-		if !ok || !validLinkToken(token) {
+	if q.Get("token") != "" {
+		email, token, ok := linkParams(q)
+		if !ok {
 			s.writeError(w, r, errBadLink)
 			return
 		}
@@ -654,21 +621,16 @@ type resetConfirmInput struct {
 // account (see resetTarget), confirms the address, ends all the account's
 // sessions and signs this browser in with a new one.
 func (s *Server) handleResetConfirm(w http.ResponseWriter, r *http.Request) {
-	if !s.sameSite(w, r) {
-		return
-	}
 	var in resetConfirmInput
-	if err := decodeInput(r, &in); err != nil {
-		s.writeError(w, r, err)
+	if !s.readInput(w, r, &in) {
 		return
 	}
-	email, ok := normalizeEmail(in.Email)
+	email, ok := s.inputEmail(w, r, in.Email, errBadLink)
 	if !ok {
-		s.writeError(w, r, errBadLink)
 		return
 	}
 	if err := s.opts.Passwords.checkNewPassword(in.Password, email); err != nil {
-		if !wantsJSON(r) && acceptsHTML(r) && validLinkToken(in.Token) {
+		if !answersJSON(r) && validLinkToken(in.Token) {
 			// Show the form again: the token is not used yet.
 			s.renderStatus(w, r, http.StatusUnprocessableEntity, "reset.html", map[string]any{"MinLength": s.opts.Passwords.MinLength,
 				"Choose": true, "Token": in.Token, "Email": email, "Error": classify(err).Message})
@@ -685,7 +647,7 @@ func (s *Server) handleResetConfirm(w http.ResponseWriter, r *http.Request) {
 	}
 	userID, err := s.resetTarget(ctx, email)
 	if errors.Is(err, errNoAccount) {
-		err = newError(http.StatusBadRequest, auth.ErrInvalidRequest.Code, "no account uses this email address any more")
+		err = errNoAccountNow
 	}
 	if err != nil {
 		s.writeError(w, r, err)
@@ -707,16 +669,14 @@ func (s *Server) handleResetConfirm(w http.ResponseWriter, r *http.Request) {
 	}
 	s.auditEvent(r, storage.AuditEvent{Event: storage.AuditPasswordReset, UserID: userID, Provider: "email",
 		Data: map[string]any{"sessions_ended": len(ended)}})
-	if err := s.store.ResetRateLimit(ctx, loginKeyBucket(email)); err != nil {
-		s.log.Warn("rate limit not reset", "err", err)
-	}
-	sess, err := s.auth.CreateSession(ctx, userID, s.sessionOptions(r))
+	s.clearLoginFailures(ctx, email)
+	sess, err := s.newSession(r, userID)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	s.audit(r, storage.AuditLoginSuccess, userID, "email", "password_reset")
-	s.signedIn(w, r, http.StatusOK, &sess, s.safeRedirect(vt.RedirectTo), in.Bearer && jsonBody(r))
+	s.signedIn(w, r, http.StatusOK, sess, s.safeRedirect(vt.RedirectTo), in.Bearer && jsonBody(r))
 }
 
 // --- confirming a sign-up's address ---
@@ -724,13 +684,12 @@ func (s *Server) handleResetConfirm(w http.ResponseWriter, r *http.Request) {
 // handleVerifyPage shows a button that confirms the address; like the
 // reset page it leaves the token alone (mail scanners open links).
 func (s *Server) handleVerifyPage(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	email, ok := normalizeEmail(q.Get("email"))
-	if !ok || !validLinkToken(q.Get("token")) {
+	email, token, ok := linkParams(r.URL.Query())
+	if !ok {
 		s.writeError(w, r, errBadLink)
 		return
 	}
-	s.render(w, r, "confirm.html", map[string]any{"Token": q.Get("token"), "Email": email})
+	s.render(w, r, "confirm.html", map[string]any{"Token": token, "Email": email})
 }
 
 type verifyInput struct {
@@ -743,17 +702,12 @@ type verifyInput struct {
 // address that another user holds verified answers 409 CONFLICT and stays
 // theirs.
 func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
-	if !s.sameSite(w, r) {
-		return
-	}
 	var in verifyInput
-	if err := decodeInput(r, &in); err != nil {
-		s.writeError(w, r, err)
+	if !s.readInput(w, r, &in) {
 		return
 	}
-	email, ok := normalizeEmail(in.Email)
+	email, ok := s.inputEmail(w, r, in.Email, errBadLink)
 	if !ok {
-		s.writeError(w, r, errBadLink)
 		return
 	}
 	ctx := r.Context()
@@ -767,7 +721,7 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case errors.Is(err, storage.ErrNotFound), errors.Is(err, errNotClaimable):
-		err = newError(http.StatusBadRequest, auth.ErrInvalidRequest.Code, "no account uses this email address any more")
+		err = errNoAccountNow
 	case errors.Is(err, storage.ErrAlreadyExists):
 		err = &httpError{http.StatusConflict, CodeConflict, "this email address is already confirmed by another account", err}
 	}
@@ -776,7 +730,7 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.audit(r, storage.AuditEmailVerified, k.UserID, "email", "signup")
-	if wantsJSON(r) || !acceptsHTML(r) {
+	if answersJSON(r) {
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
