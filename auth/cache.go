@@ -134,7 +134,11 @@ type cacheEntry struct {
 	fetched int64
 	// touching is set while one validation writes the last-seen time, so
 	// concurrent ones do not write it too.
-	touching   bool
+	touching bool
+	// view is the shared view of the entry (see view), built on first use;
+	// seq counts the changes update makes, each of which drops it.
+	view       *SessionView
+	seq        uint64
 	prev, next *cacheEntry
 }
 
@@ -219,25 +223,86 @@ func (c *sessionCache) get(k *[32]byte, now int64, touchInterval time.Duration) 
 		e.touching = true
 		touch = true
 	}
-	active, idle, created, authAt, lastSeen := e.active, e.idle, e.created, e.authAt, e.lastSeen
-	id, ua, ip, attrs, cu := e.id, e.ua, e.ip, e.attrs, e.user.user.Load()
+	f := e.fields()
+	sh.mu.Unlock()
+	out := f.cached()
+	out.touch = touch
+	return out, true
+}
+
+// view returns the shared view of k's entry when the entry can answer on
+// its own (see [Auth.CachedSessionView]): young enough, its user not
+// invalidated, the session active and no last-seen write due. It builds the
+// view with build on first use and after each change to the entry or its
+// user snapshot. It never evicts, claims nothing and leaves every other
+// case to get.
+func (c *sessionCache) view(k *[32]byte, now int64, touchInterval time.Duration, build func(cached) *SessionView) *SessionView {
+	if !c.live.Load() {
+		return nil
+	}
+	sh := c.shard(k)
+	sh.mu.Lock()
+	e := sh.m[*k]
+	if e == nil || now-e.fetched >= c.ttl || now < e.fetched || e.user.dead.Load() || now/1000 >= e.active ||
+		touchInterval > 0 && now/1000-e.lastSeen >= touchInterval.Microseconds() {
+		sh.mu.Unlock()
+		return nil
+	}
+	sh.toFront(e)
+	if v := e.view; v != nil && v.user == e.user.user.Load() {
+		sh.mu.Unlock()
+		return v
+	}
+	f, seq := e.fields(), e.seq
 	sh.mu.Unlock()
 
-	out := cached{touch: touch, user: cu.u}
-	out.user.Attributes = attrMap(cu.attrs)
-	out.sess = storage.Session{
-		ID:              id,
-		UserID:          cu.u.ID,
-		ActiveExpires:   fromMicros(active),
-		IdleExpires:     fromMicros(idle),
-		CreatedAt:       fromMicros(created),
-		AuthenticatedAt: fromMicros(authAt),
-		LastSeenAt:      fromMicros(lastSeen),
-		UserAgent:       ua.Value(),
-		IP:              ip,
-		Attributes:      attrMap(attrs),
+	// Built outside the lock: build runs the deployment's attribute hooks.
+	v := build(f.cached())
+	v.user = f.user
+	sh.mu.Lock()
+	if sh.m[*k] == e && e.seq == seq && e.user.user.Load() == f.user {
+		e.view = v
 	}
-	return out, true
+	sh.mu.Unlock()
+	return v
+}
+
+// entryFields are an entry's values, copied under its shard's lock.
+type entryFields struct {
+	id                                      string
+	user                                    *compactUser
+	active, idle, created, authAt, lastSeen int64
+	ua                                      unique.Handle[string]
+	ip                                      string
+	attrs                                   []attr
+}
+
+func (e *cacheEntry) fields() entryFields {
+	return entryFields{
+		id: e.id, user: e.user.user.Load(),
+		active: e.active, idle: e.idle, created: e.created, authAt: e.authAt, lastSeen: e.lastSeen,
+		ua: e.ua, ip: e.ip, attrs: e.attrs,
+	}
+}
+
+// cached rebuilds the stored session and user, with attribute maps of the
+// caller's own.
+func (f entryFields) cached() cached {
+	out := cached{user: f.user.u}
+	out.user.Attributes = attrMap(f.user.attrs)
+	out.sess = storage.Session{
+		ID:              f.id,
+		UserID:          f.user.u.ID,
+		ActiveExpires:   fromMicros(f.active),
+		IdleExpires:     fromMicros(f.idle),
+		CreatedAt:       fromMicros(f.created),
+		AuthenticatedAt: fromMicros(f.authAt),
+		LastSeenAt:      fromMicros(f.lastSeen),
+		UserAgent:       f.ua.Value(),
+		IP:              f.ip,
+		Attributes:      attrMap(f.attrs),
+	}
+	return out
 }
 
 // put caches a session read from the database when no invalidation or
@@ -304,6 +369,8 @@ func (c *sessionCache) update(k *[32]byte, activeExpires, idleExpires, lastSeen 
 	if e := sh.m[*k]; e != nil {
 		e.active, e.idle, e.lastSeen = micros(activeExpires), micros(idleExpires), micros(lastSeen)
 		e.touching = false
+		e.view = nil
+		e.seq++
 	}
 }
 

@@ -226,6 +226,9 @@ func buildApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, 
 		// /metrics is on the main listener, for loopback peers, only when
 		// no metrics listener of its own is configured.
 		MetricsOnMainListener: cfg.Server.MetricsListen == "",
+		// Claims over keys are computed per request: keys change without
+		// invalidating cached sessions.
+		ClaimsPerRequest: claimsNeedKeys,
 	}
 	if len(cfg.Claims) > 0 {
 		opts.Claims = func(ctx context.Context, s *auth.Session) map[string]any {

@@ -3,10 +3,14 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
-	"sort"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/brokerauth/broker/auth"
 	"github.com/brokerauth/broker/internal/rules"
@@ -21,56 +25,148 @@ const (
 // handleForwardAuth answers nginx auth_request, Traefik forwardAuth and
 // Caddy forward_auth: 200 with identity headers, 401 (or, with
 // ?redirect=1, 302 to the login page) for anonymous requests, 403 when an
-// access rule refuses the user, 503 when the database is down.
+// access rule refuses the user, 503 when the database is down. A bodiless
+// GET (what proxies send) is served before the middleware by
+// [Server.serveForwardAuth]; this route is for the rest (HEAD, a GET with a
+// body).
 func (s *Server) handleForwardAuth(w http.ResponseWriter, r *http.Request) {
+	s.forwardAuth(w, r, requestID(r.Context()))
+}
+
+// serveForwardAuth serves a bodiless GET /auth, the request that every app
+// behind the broker makes on every request of its own, without the
+// middleware chain: it does the middleware's part inline (request id,
+// metrics, debug log, panic recovery) and sets up the request context and
+// status recording only for answers other than 200.
+func (s *Server) serveForwardAuth(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	id := newRequestID()
+	w.Header()["X-Request-Id"] = []string{id}
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			s.log.Error("panic", "request_id", id, "panic", fmt.Sprint(p))
+			s.writeError(w, r, newError(http.StatusServiceUnavailable, CodeServiceUnavailable, "the service is temporarily unavailable"))
+			s.opts.Metrics.request(forwardAuthRoute, http.StatusServiceUnavailable, time.Since(start))
+		}
+	}()
+	status := s.forwardAuth(w, r, id)
+	d := time.Since(start)
+	s.opts.Metrics.forwardAuth(status, d)
+	if s.log.Enabled(r.Context(), slog.LevelDebug) {
+		s.log.Debug("request", "request_id", id, "method", r.Method, "path", r.URL.Path, "status", status, "duration", d)
+	}
+}
+
+// forwardAuth answers /auth and returns the status it answered.
+func (s *Server) forwardAuth(w http.ResponseWriter, r *http.Request, id string) int {
 	token, src := s.auth.Token(r)
-	if src == auth.TokenNone {
+	var v *auth.SessionView
+	var err error
+	if src != auth.TokenNone {
+		if v = s.auth.CachedSessionView(token); v == nil {
+			v, err = s.auth.ValidateSessionView(r.Context(), token)
+		}
+	}
+	if v != nil {
+		s.opts.Metrics.validation("valid")
+		if v.Session.Fresh && src == auth.TokenCookie {
+			http.SetCookie(w, s.auth.CreateSessionCookie(&v.Session))
+		}
+		ans := s.forwardAnswer(r.Context(), v)
+		ok, aerr := s.forwardAllowed(r, v, ans)
+		if ok {
+			ans.write(w.Header())
+			w.WriteHeader(http.StatusOK)
+			return http.StatusOK
+		}
+		if aerr != nil {
+			s.log.Warn("access rule failed", "request_id", id, "err", aerr)
+		}
+		err = newError(http.StatusForbidden, CodeForbidden, "access denied")
+	}
+	// Every other answer goes through the helpers the middleware serves:
+	// they log with the request id and may write pages.
+	if requestID(r.Context()) != id {
+		r = r.WithContext(context.WithValue(r.Context(), requestIDKey, id))
+	}
+	sw := &statusWriter{ResponseWriter: w}
+	switch {
+	case src == auth.TokenNone:
 		s.opts.Metrics.validation("anonymous")
-		s.forwardAnonymous(w, r)
-		return
-	}
-	sess, err := s.auth.ValidateSession(r.Context(), token)
-	if errors.Is(err, auth.ErrInvalidSessionID) {
+		s.forwardAnonymous(sw, r)
+	case errors.Is(err, auth.ErrInvalidSessionID):
 		s.opts.Metrics.validation("invalid")
-		s.forwardAnonymous(w, r)
-		return
-	}
-	if err != nil {
-		s.opts.Metrics.validation("error")
-		s.writeJSONError(w, r, err)
-		return
-	}
-	s.opts.Metrics.validation("valid")
-	if sess.Fresh && src == auth.TokenCookie {
-		http.SetCookie(w, s.auth.CreateSessionCookie(&sess))
-	}
-	claims := s.claims(r.Context(), &sess)
-	if s.opts.Access != nil {
-		host, path, method := forwardedRequest(r)
-		ok, err := s.opts.Access(r.Context(), AccessRequest{Session: &sess, Claims: claims, Host: host, Path: path, Method: method})
-		if err != nil {
-			s.log.Warn("access rule failed", "request_id", requestID(r.Context()), "err", err)
+		s.forwardAnonymous(sw, r)
+	default:
+		if v == nil {
+			s.opts.Metrics.validation("error")
 		}
-		if !ok {
-			s.writeJSONError(w, r, newError(http.StatusForbidden, CodeForbidden, "access denied"))
-			return
-		}
+		s.writeJSONError(sw, r, err)
 	}
-	h := w.Header()
-	h.Set(HeaderUserID, sess.User.ID)
+	if sw.status == 0 {
+		return http.StatusOK
+	}
+	return sw.status
+}
+
+// forwardAnswer is what /auth answers a signed-in user: the identity and
+// claim headers (canonical names, values shared read-only between the
+// answers of one cached session) and the claims access rules see.
+type forwardAnswer struct {
+	claims  map[string]any
+	headers []headerField
+}
+
+type headerField struct {
+	name  string
+	value []string
+}
+
+// write sets the answer's headers on h (which must be a response's: the
+// value slices are shared, and net/http only reads them).
+func (a *forwardAnswer) write(h http.Header) {
+	for _, f := range a.headers {
+		h[f.name] = f.value
+	}
+}
+
+// forwardAnswer returns v's answer: computed once per shared view and kept
+// with it, unless the claims must be computed per request
+// (Options.ClaimsPerRequest).
+func (s *Server) forwardAnswer(ctx context.Context, v *auth.SessionView) *forwardAnswer {
+	if s.opts.ClaimsPerRequest {
+		return s.newForwardAnswer(ctx, &v.Session)
+	}
+	// Memoized claims must not depend on this request's cancellation.
+	ctx = context.WithoutCancel(ctx)
+	return v.Memo(s, func(sess *auth.Session) any { return s.newForwardAnswer(ctx, sess) }).(*forwardAnswer)
+}
+
+func (s *Server) newForwardAnswer(ctx context.Context, sess *auth.Session) *forwardAnswer {
+	claims := s.claims(ctx, sess)
+	a := &forwardAnswer{claims: claims, headers: make([]headerField, 0, 3+len(claims))}
+	a.headers = append(a.headers, headerField{HeaderUserID, []string{sess.User.ID}})
 	if sess.User.Email != nil {
-		h.Set(HeaderEmail, *sess.User.Email)
+		a.headers = append(a.headers, headerField{HeaderEmail, []string{*sess.User.Email}})
 	}
-	names := make([]string, 0, len(claims))
-	for k := range claims {
-		names = append(names, k)
+	for _, k := range slices.Sorted(maps.Keys(claims)) {
+		a.headers = append(a.headers, headerField{http.CanonicalHeaderKey(rules.HeaderName(k)), []string{rules.HeaderValue(claims[k])}})
 	}
-	sort.Strings(names)
-	for _, k := range names {
-		h.Set(rules.HeaderName(k), rules.HeaderValue(claims[k]))
+	a.headers = append(a.headers, headerField{"Cache-Control", []string{"no-store"}})
+	return a
+}
+
+// forwardAllowed applies the access rules (Options.Access) to the request
+// that /auth is asked about.
+func (s *Server) forwardAllowed(r *http.Request, v *auth.SessionView, ans *forwardAnswer) (bool, error) {
+	if s.opts.Access == nil {
+		return true, nil
 	}
-	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusOK)
+	host, path, method := forwardedRequest(r)
+	return s.opts.Access(r.Context(), AccessRequest{Session: &v.Session, Claims: ans.claims, Host: host, Path: path, Method: method})
 }
 
 // claims returns the session's claims, never nil (JSON shows {}).

@@ -295,3 +295,80 @@ func BenchmarkForwardAuth(b *testing.B) {
 		})
 	}
 }
+
+// headerWriter is the least a ResponseWriter does: a header map per
+// answer (as net/http allocates one per request) and the status.
+type headerWriter struct {
+	h      http.Header
+	status int
+}
+
+func (w *headerWriter) Header() http.Header         { return w.h }
+func (w *headerWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (w *headerWriter) WriteHeader(code int)        { w.status = code }
+
+// BenchmarkForwardAuthCached measures what the broker adds to an HTTP
+// request for /auth of a session in the session cache (with one claim),
+// against a handler that only answers 200: the difference is the broker's
+// cost on every request of every app behind it. The wrk harness
+// (bench/authbench) measures the same through real connections.
+func BenchmarkForwardAuthCached(b *testing.B) {
+	store := storagetest.OpenSQLite(b)
+	a, err := auth.New(store, auth.Options{Origin: "http://127.0.0.1:8080", CacheSize: 1000})
+	if err != nil {
+		b.Fatal(err)
+	}
+	claims, err := rules.CompileClaims(map[string]string{"role": "user.attributes.role"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv, err := server.New(server.Options{
+		Auth: a, Store: store, PublicURL: "http://127.0.0.1:8080", Metrics: server.NewMetrics(),
+		Claims: func(ctx context.Context, s *auth.Session) map[string]any {
+			out, _ := claims.Eval(ctx, s.User, nil, s)
+			return out
+		},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	u, err := a.CreateUser(ctx, auth.CreateUserOptions{Attributes: map[string]any{
+		"email": "bench@example.com", "email_verified": true, "role": "admin",
+	}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	sess, err := a.CreateSession(ctx, u.ID, auth.SessionOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := httptest.NewRequest(http.MethodGet, "http://127.0.0.1:8080/auth", nil)
+	r.RemoteAddr = "127.0.0.1:40000"
+	r.Header.Set("Cookie", a.CreateSessionCookie(&sess).Name+"="+sess.Token)
+	r.Header.Set("X-Forwarded-Host", "app.example.com")
+	r.Header.Set("X-Forwarded-Uri", "/dashboard")
+	for _, bc := range []struct {
+		name string
+		h    http.Handler
+	}{
+		{"bare", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })},
+		{"broker", srv.Handler()},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			w := &headerWriter{h: http.Header{}}
+			bc.h.ServeHTTP(w, r)
+			if w.status != http.StatusOK || bc.name == "broker" && w.h.Get("X-Auth-Claim-Role") != "admin" {
+				b.Fatalf("/auth: got %d %v", w.status, w.h)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				w := &headerWriter{h: make(http.Header)}
+				bc.h.ServeHTTP(w, r)
+				if w.status != http.StatusOK {
+					b.Fatalf("/auth: got %d", w.status)
+				}
+			}
+		})
+	}
+}

@@ -19,7 +19,14 @@ type Metrics struct {
 	duration    *prometheus.HistogramVec
 	logins      *prometheus.CounterVec
 	validations *prometheus.CounterVec
+	// The series of a valid forward-auth answer, resolved once.
+	authOK       prometheus.Counter
+	authDuration prometheus.Observer
+	authValid    prometheus.Counter
 }
+
+// forwardAuthRoute is the route label of /auth.
+const forwardAuthRoute = "GET /auth"
 
 // NewMetrics returns the broker's metrics, with Go runtime and process
 // collectors.
@@ -40,6 +47,9 @@ func NewMetrics() *Metrics {
 			Name: "broker_session_validations_total", Help: "Forward-auth session validations by result.",
 		}, []string{"result"}),
 	}
+	m.authOK = m.requests.WithLabelValues(forwardAuthRoute, "200")
+	m.authDuration = m.duration.WithLabelValues(forwardAuthRoute)
+	m.authValid = m.validations.WithLabelValues("valid")
 	m.Registry.MustRegister(m.requests, m.duration, m.logins, m.validations,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -71,6 +81,20 @@ func (m *Metrics) request(route string, status int, d time.Duration) {
 	m.duration.WithLabelValues(route).Observe(d.Seconds())
 }
 
+// forwardAuth records a /auth answered by Server.serveForwardAuth as the
+// middleware would record a request.
+func (m *Metrics) forwardAuth(status int, d time.Duration) {
+	if m == nil {
+		return
+	}
+	if status != http.StatusOK {
+		m.request(forwardAuthRoute, status, d)
+		return
+	}
+	m.authOK.Inc()
+	m.authDuration.Observe(d.Seconds())
+}
+
 func (m *Metrics) login(provider, outcome string) {
 	if m != nil {
 		m.logins.WithLabelValues(provider, outcome).Inc()
@@ -82,7 +106,11 @@ func (m *Metrics) login(provider, outcome string) {
 func (m *Metrics) Login(provider, outcome string) { m.login(provider, outcome) }
 
 func (m *Metrics) validation(result string) {
-	if m != nil {
+	switch {
+	case m == nil:
+	case result == "valid":
+		m.authValid.Inc()
+	default:
 		m.validations.WithLabelValues(result).Inc()
 	}
 }

@@ -11,12 +11,13 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"html/template"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -41,8 +42,15 @@ type Options struct {
 	// MaxBodyBytes caps request bodies (default 65536).
 	MaxBodyBytes int64
 	// Claims computes a session's claims; nil means none. A claim that
-	// fails is left out (and logged by the function).
+	// fails is left out (and logged by the function). The session may be
+	// shared with other requests: Claims must not modify it. Forward-auth
+	// computes claims once per cached session snapshot (see
+	// [auth.SessionView]) unless ClaimsPerRequest is set.
 	Claims func(ctx context.Context, s *auth.Session) map[string]any
+	// ClaimsPerRequest makes forward-auth compute the claims on every
+	// request: for claims that read what a cached snapshot does not cover,
+	// such as the user's keys, which change without invalidating it.
+	ClaimsPerRequest bool
 	// Access decides forward-auth access rules for a signed-in user; nil
 	// allows every signed-in user.
 	Access func(ctx context.Context, req AccessRequest) (bool, error)
@@ -93,7 +101,8 @@ type Provider struct {
 	LinkVerifiedEmail bool
 }
 
-// AccessRequest is what a forward-auth access rule sees.
+// AccessRequest is what a forward-auth access rule sees. Session and
+// Claims may be shared with other requests and must not be modified.
 type AccessRequest struct {
 	Session *auth.Session
 	Claims  map[string]any
@@ -190,7 +199,23 @@ func (s *Server) Handler() http.Handler {
 	h = s.cors(h)
 	h = s.logRequests(h)
 	h = s.recoverPanics(h)
-	return h
+	return &rootHandler{s: s, next: h}
+}
+
+// rootHandler sends a bodiless GET /auth to [Server.serveForwardAuth] and
+// every other request through the middleware.
+type rootHandler struct {
+	s    *Server
+	next http.Handler
+}
+
+func (h *rootHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet && r.URL.Path == "/auth" && r.ContentLength == 0 &&
+		(r.Body == nil || r.Body == http.NoBody) {
+		h.s.serveForwardAuth(w, r)
+		return
+	}
+	h.next.ServeHTTP(w, r)
 }
 
 // dispatch routes through the mux, answering what the mux itself would
@@ -305,6 +330,16 @@ func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, s.opts.RedirectDefault, http.StatusSeeOther)
 }
 
+// newRequestID returns a request id: 16 hex digits, unique in practice
+// (random, not secret: it only ties log lines to answers).
+func newRequestID() string {
+	var n [8]byte
+	var b [16]byte
+	binary.BigEndian.PutUint64(n[:], rand.Uint64())
+	hex.Encode(b[:], n[:])
+	return string(b[:])
+}
+
 type ctxKey int
 
 const requestIDKey ctxKey = iota
@@ -345,10 +380,8 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // method, path (never the query, which can hold tokens), status and time.
 func (s *Server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var b [8]byte
-		_, _ = rand.Read(b[:])
-		id := hex.EncodeToString(b[:])
-		w.Header().Set("X-Request-Id", id)
+		id := newRequestID()
+		w.Header()["X-Request-Id"] = []string{id}
 		r = r.WithContext(context.WithValue(r.Context(), requestIDKey, id))
 		sw := &statusWriter{ResponseWriter: w}
 		start := time.Now()

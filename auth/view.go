@@ -1,0 +1,76 @@
+package auth
+
+import (
+	"context"
+	"sync/atomic"
+)
+
+// SessionView is a validated session that may be shared between callers:
+// while the session cache holds the same snapshot of a session and its
+// user, every validation of that token answered from the cache gets the
+// same *SessionView, so that what a caller derives from it (forward-auth
+// answer headers, computed claims) is derived once per snapshot rather than
+// once per request. See [Auth.CachedSessionView] and
+// [Auth.ValidateSessionView].
+//
+// Session, and the maps and pointers it holds, must not be modified.
+type SessionView struct {
+	Session Session
+	user    *compactUser // the user snapshot it was built from; nil when not cached
+	memo    atomic.Pointer[viewMemo]
+}
+
+type viewMemo struct {
+	key any
+	v   any
+}
+
+// Memo returns what f derives from the view's session, computing it once
+// per view for a given key (a comparable value the caller owns, such as a
+// pointer). f must depend only on the session and its user, must not modify
+// them, and must not keep the *Session past its return. Concurrent first
+// calls may each run f; one result is kept. A view keeps the memo of one key
+// at a time: a call with another key computes and replaces it.
+func (v *SessionView) Memo(key any, f func(*Session) any) any {
+	if m := v.memo.Load(); m != nil && m.key == key {
+		return m.v
+	}
+	val := f(&v.Session)
+	v.memo.Store(&viewMemo{key: key, v: val})
+	return val
+}
+
+// CachedSessionView returns the shared view of token's session when the
+// session cache can answer on its own: a snapshot younger than the cache
+// TTL, of an active session (not idle, so no reset is due), whose
+// last-seen write is not due, of a user not invalidated since. Otherwise it
+// returns nil, and the caller validates with [Auth.ValidateSession] or
+// [Auth.ValidateSessionView], which read and write the database as needed.
+// It never touches the database, never blocks on it, and never answers for
+// a malformed token.
+//
+// A nil result says nothing about the session's validity.
+func (a *Auth) CachedSessionView(token string) *SessionView {
+	if a.cache == nil || !ValidSessionToken(token) {
+		return nil
+	}
+	k := cacheKey(token)
+	return a.cache.view(&k, a.now().UnixNano(), a.opts.TouchInterval, func(c cached) *SessionView {
+		return &SessionView{Session: a.transformSession(c.sess, &c.user, token, false, a.now().UTC())}
+	})
+}
+
+// ValidateSessionView is [Auth.ValidateSession] returning a view: the
+// shared one when [Auth.CachedSessionView] has it, otherwise a view of its
+// own built from ValidateSession's result (which may be Fresh: the session
+// was reset, and the caller sends a new cookie).
+func (a *Auth) ValidateSessionView(ctx context.Context, token string) (*SessionView, error) {
+	if v := a.CachedSessionView(token); v != nil {
+		return v, nil
+	}
+	s, err := a.ValidateSession(ctx, token)
+	if err != nil {
+		return nil, err
+	}
+	return &SessionView{Session: s}, nil
+}
