@@ -20,17 +20,13 @@ const (
 	getSessionQuery    = `SELECT ` + sessionColumns + ` FROM sessions WHERE id = ?`
 	touchSessionQuery  = `UPDATE sessions SET active_expires = ?, idle_expires = ?, last_seen_at = ? WHERE id = ?`
 
-	// getSessionAndUserQuery names each column "table.column" so that sqlx
-	// fills the nested structs of sessionUserRow.
+	// getSessionAndUserQuery's columns are in the order of
+	// sessionUserRow.dest.
 	getSessionAndUserQuery = `SELECT
-	s.id AS "s.id", s.user_id AS "s.user_id", s.active_expires AS "s.active_expires",
-	s.idle_expires AS "s.idle_expires", s.created_at AS "s.created_at",
-	s.authenticated_at AS "s.authenticated_at", s.last_seen_at AS "s.last_seen_at",
-	s.user_agent AS "s.user_agent", s.ip AS "s.ip", s.attributes AS "s.attributes",
-	u.id AS "u.id", u.username AS "u.username", u.email AS "u.email",
-	u.email_verified_at AS "u.email_verified_at", u.name AS "u.name", u.image AS "u.image",
-	u.attributes AS "u.attributes", u.webauthn_handle AS "u.webauthn_handle",
-	u.created_at AS "u.created_at", u.updated_at AS "u.updated_at"
+	s.id, s.user_id, s.active_expires, s.idle_expires, s.created_at,
+	s.authenticated_at, s.last_seen_at, s.user_agent, s.ip, s.attributes,
+	u.id, u.username, u.email, u.email_verified_at, u.name, u.image,
+	u.attributes, u.webauthn_handle, u.created_at, u.updated_at
 FROM sessions s JOIN users u ON u.id = s.user_id
 WHERE s.id = ?`
 )
@@ -51,8 +47,21 @@ type sessionRow struct {
 
 // sessionUserRow is a session joined with its user.
 type sessionUserRow struct {
-	S sessionRow `db:"s"`
-	U userRow    `db:"u"`
+	S sessionRow
+	U userRow
+}
+
+// dest returns the scan destinations of getSessionAndUserQuery's columns:
+// the validation of every uncached session reads this row, so it is
+// scanned directly rather than through sqlx's reflection.
+func (r *sessionUserRow) dest() []any {
+	s, u := &r.S, &r.U
+	return []any{
+		&s.ID, &s.UserID, &s.ActiveExpires, &s.IdleExpires, &s.CreatedAt,
+		&s.AuthenticatedAt, &s.LastSeenAt, &s.UserAgent, &s.IP, &s.Attributes,
+		&u.ID, &u.Username, &u.Email, &u.EmailVerifiedAt, &u.Name, &u.Image,
+		&u.Attributes, &u.WebAuthnHandle, &u.CreatedAt, &u.UpdatedAt,
+	}
 }
 
 func (r sessionRow) session() storage.Session {
@@ -120,7 +129,7 @@ func (s *Store) GetSessionAndUser(ctx context.Context, id string) (storage.Sessi
 		return storage.Session{}, storage.User{}, dbErr("get session and user", err)
 	}
 	var r sessionUserRow
-	if err := st.GetContext(ctx, &r, id); err != nil {
+	if err := st.Stmt.QueryRowContext(ctx, id).Scan(r.dest()...); err != nil {
 		return storage.Session{}, storage.User{}, dbErr("get session and user", err)
 	}
 	return r.S.session(), r.U.user(), nil

@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io/fs"
+	"maps"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -48,8 +50,10 @@ type Store struct {
 	dsn     string // PostgreSQL connection string, for LISTEN (notify.go)
 	notify  notifyState
 
+	// stmts are the prepared hot-path statements, by query text: read
+	// without a lock, replaced whole (under mu) when one is added.
 	mu    sync.Mutex
-	stmts map[string]*sqlx.Stmt // prepared hot-path statements, by query text
+	stmts atomic.Pointer[map[string]*sqlx.Stmt]
 }
 
 // Option configures [Open].
@@ -310,28 +314,39 @@ func (s *Store) createSchema(ctx context.Context) error {
 // preparing it on first use. database/sql re-prepares it on each connection
 // as needed, so a hot query costs one round trip.
 func (s *Store) stmt(ctx context.Context, query string) (*sqlx.Stmt, error) {
+	if m := s.stmts.Load(); m != nil {
+		if st, ok := (*m)[query]; ok {
+			return st, nil
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if st, ok := s.stmts[query]; ok {
-		return st, nil
+	old := s.stmts.Load()
+	if old != nil {
+		if st, ok := (*old)[query]; ok {
+			return st, nil
+		}
 	}
 	st, err := s.db.PreparexContext(ctx, s.db.Rebind(query))
 	if err != nil {
 		return nil, err
 	}
-	if s.stmts == nil {
-		s.stmts = make(map[string]*sqlx.Stmt)
+	m := make(map[string]*sqlx.Stmt)
+	if old != nil {
+		maps.Copy(m, *old)
 	}
-	s.stmts[query] = st
+	m[query] = st
+	s.stmts.Store(&m)
 	return st, nil
 }
 
 func (s *Store) closeStmts() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for q, st := range s.stmts {
-		st.Close()
-		delete(s.stmts, q)
+	if m := s.stmts.Swap(nil); m != nil {
+		for _, st := range *m {
+			st.Close()
+		}
 	}
 }
 

@@ -117,7 +117,7 @@ func (j *jsonObject) Scan(src any) error {
 		return fmt.Errorf("sqlstore: scan attributes: unsupported type %T", src)
 	}
 	m := map[string]any{}
-	if len(b) > 0 {
+	if len(b) > 0 && string(b) != "{}" { // most rows hold {}: no decoding
 		if err := json.Unmarshal(b, &m); err != nil {
 			return fmt.Errorf("sqlstore: scan attributes: %w", err)
 		}
