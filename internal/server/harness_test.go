@@ -103,6 +103,11 @@ type setup struct {
 	RedirectDefault string
 	// ClaimsFunc replaces the compiled Claims (e.g. to make one panic).
 	ClaimsFunc func(ctx context.Context, s *auth.Session) map[string]any
+	// ClaimsPerRequest is server.Options.ClaimsPerRequest.
+	ClaimsPerRequest bool
+	// CacheSize turns on the session cache (auth.Options.CacheSize), with
+	// an hour's TTL: only invalidations end a cached snapshot.
+	CacheSize int
 }
 
 // harness is a broker served on a loopback listener with its fakes.
@@ -159,6 +164,8 @@ func newHarness(t testing.TB, s setup) *harness {
 		Passwords:      auth.NewPasswordHasher(auth.Argon2Params{Memory: 64, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32}, 4),
 		Origin:         h.url,
 		AllowedOrigins: origins,
+		CacheSize:      s.CacheSize,
+		CacheTTL:       time.Hour,
 	})
 	if err != nil {
 		t.Fatalf("auth.New: %v", err)
@@ -221,18 +228,19 @@ func newHarness(t testing.TB, s setup) *harness {
 	}
 
 	opts := server.Options{
-		Auth:            h.auth,
-		Store:           h.store,
-		Log:             log,
-		PublicURL:       h.url,
-		RedirectDefault: s.RedirectDefault,
-		MaxBodyBytes:    s.MaxBodyBytes,
-		OriginAllowed:   func(o string) bool { return slices.Contains(origins, o) },
-		Providers:       provs,
-		Flows:           flows,
-		Vault:           vault,
-		ProviderTimeout: s.ProviderTimeout,
-		Now:             h.clock.Now,
+		Auth:             h.auth,
+		Store:            h.store,
+		Log:              log,
+		PublicURL:        h.url,
+		RedirectDefault:  s.RedirectDefault,
+		MaxBodyBytes:     s.MaxBodyBytes,
+		OriginAllowed:    func(o string) bool { return slices.Contains(origins, o) },
+		Providers:        provs,
+		Flows:            flows,
+		Vault:            vault,
+		ProviderTimeout:  s.ProviderTimeout,
+		Now:              h.clock.Now,
+		ClaimsPerRequest: s.ClaimsPerRequest,
 	}
 	h.metrics = server.NewMetrics()
 	opts.Metrics = h.metrics

@@ -1,0 +1,195 @@
+package server_test
+
+import (
+	"context"
+	"maps"
+	"net/http"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/brokerauth/broker/auth"
+	"github.com/brokerauth/broker/internal/rules"
+)
+
+// answerHeaders are the headers of a /auth answer that describe the user,
+// without those that differ per answer (Date, X-Request-Id).
+func answerHeaders(r *response) http.Header {
+	h := r.Header.Clone()
+	h.Del("Date")
+	h.Del("X-Request-Id")
+	h.Del("Content-Length") // not sent for HEAD
+	return h
+}
+
+// metricValue returns the value of one series of /metrics ("" when absent).
+func metricValue(t *testing.T, b *browser, series string) string {
+	t.Helper()
+	r := b.get("/metrics", map[string]string{"Accept": "text/plain"})
+	for line := range strings.SplitSeq(r.Body(), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// TestForwardAuthCached: with the session cache on, /auth answers a cached
+// session exactly as it answers one read from the database, applies the
+// access rules to every request, computes claims once per cached snapshot,
+// and sees every change to the user or the session at once.
+func TestForwardAuthCached(t *testing.T) {
+	t.Parallel()
+	var evals atomic.Int64
+	claims, err := rules.CompileClaims(map[string]string{"role": "user.attributes.role", "plan": `"pro"`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, setup{
+		GitHub:    &githubSetup{},
+		CacheSize: 100,
+		ClaimsFunc: func(ctx context.Context, s *auth.Session) map[string]any {
+			evals.Add(1)
+			out, _ := claims.Eval(ctx, s.User, nil, s)
+			return out
+		},
+		Access: []rules.Rule{{Host: "app.example.com", PathPrefix: "/admin", Allow: `claims.role == "admin"`}},
+	})
+	b := h.browser()
+	b.login("github", "")
+	uid := b.me()
+	ctx := context.Background()
+	if _, err := h.auth.UpdateUserAttributes(ctx, uid, map[string]any{"role": "admin"}); err != nil {
+		t.Fatal(err)
+	}
+	at := func(uri string) *response { return b.get("/auth", proxied("https", "app.example.com", uri)) }
+
+	first := at("/admin") // a miss: read from the database, then cached
+	if first.StatusCode != http.StatusOK || first.Header.Get("X-Auth-User-Id") != uid ||
+		first.Header.Get("X-Auth-Claim-Role") != "admin" || first.Header.Get("X-Auth-Claim-Plan") != "pro" ||
+		first.Header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("first /auth: %d %v", first.StatusCode, first.Header)
+	}
+	evals.Store(0)
+	ids := map[string]bool{first.Header.Get("X-Request-Id"): true}
+	idShape := regexp.MustCompile(`^[0-9a-f]{16}$`)
+	for range 20 {
+		r := at("/admin")
+		if r.StatusCode != http.StatusOK {
+			t.Fatalf("cached /auth: got %d (body %q)", r.StatusCode, r.body)
+		}
+		if got, want := answerHeaders(r), answerHeaders(first); !equalHeaders(got, want) {
+			t.Fatalf("cached /auth headers:\n got %v\nwant %v", got, want)
+		}
+		id := r.Header.Get("X-Request-Id")
+		if !idShape.MatchString(id) || ids[id] {
+			t.Fatalf("X-Request-Id %q: want 16 new hex digits", id)
+		}
+		ids[id] = true
+	}
+	// Once: the first hit builds the shared view of the snapshot (the miss
+	// before it had a view of its own).
+	if n := evals.Load(); n != 1 {
+		t.Errorf("claims computed %d times for 20 cached answers of one snapshot; want 1", n)
+	}
+
+	// HEAD (the middleware's route) answers the same.
+	if r := b.do(http.MethodHead, "/auth", nil, proxied("https", "app.example.com", "/admin")); r.StatusCode != http.StatusOK ||
+		!equalHeaders(answerHeaders(r), answerHeaders(first)) {
+		t.Errorf("HEAD /auth: %d %v", r.StatusCode, r.Header)
+	}
+
+	// A user change: new claims at once, and the access rule follows them
+	// on the very next request.
+	if _, err := h.auth.UpdateUserAttributes(ctx, uid, map[string]any{"role": "user"}); err != nil {
+		t.Fatal(err)
+	}
+	r := at("/admin")
+	wantError(t, r, http.StatusForbidden, "FORBIDDEN")
+	if r.Header.Get("X-Auth-User-Id") != "" || r.Header.Get("X-Auth-Claim-Role") != "" {
+		t.Errorf("refused /auth sent identity headers: %v", r.Header)
+	}
+	for range 3 { // refused from the cache too, while other paths pass
+		wantError(t, at("/admin"), http.StatusForbidden, "FORBIDDEN")
+		if r := at("/public"); r.StatusCode != http.StatusOK || r.Header.Get("X-Auth-Claim-Role") != "user" {
+			t.Fatalf("/auth for /public after the change: %d %v", r.StatusCode, r.Header)
+		}
+	}
+
+	// Metrics count cached answers as the middleware counts the others
+	// (HEAD included: its route is GET /auth).
+	if got := metricValue(t, b, `broker_http_requests_total{route="GET /auth",status="403"}`); got != "4" {
+		t.Errorf("403 answers of /auth in /metrics: %q; want 4", got)
+	}
+	if got := metricValue(t, b, `broker_http_requests_total{route="GET /auth",status="200"}`); got != "25" {
+		t.Errorf("200 answers of /auth in /metrics: %q; want 25", got)
+	}
+
+	// Ending the session ends it at once, cache or not.
+	if err := h.auth.InvalidateSession(ctx, b.session()); err != nil {
+		t.Fatal(err)
+	}
+	wantError(t, at("/public"), http.StatusUnauthorized, "AUTH_INVALID_SESSION_ID")
+}
+
+// TestForwardAuthClaimsPerRequest: with ClaimsPerRequest (claims that read
+// keys), claims are computed for every answer, cached session or not.
+func TestForwardAuthClaimsPerRequest(t *testing.T) {
+	t.Parallel()
+	var evals atomic.Int64
+	h := newHarness(t, setup{
+		GitHub:           &githubSetup{},
+		CacheSize:        100,
+		ClaimsPerRequest: true,
+		ClaimsFunc: func(ctx context.Context, s *auth.Session) map[string]any {
+			return map[string]any{"n": evals.Add(1)}
+		},
+	})
+	b := h.browser()
+	b.login("github", "")
+	evals.Store(0)
+	for i := 1; i <= 5; i++ {
+		r := b.get("/auth", map[string]string{"Accept": ""})
+		if r.StatusCode != http.StatusOK || r.Header.Get("X-Auth-Claim-N") != strconv.Itoa(i) {
+			t.Fatalf("/auth %d: %d, claim n = %q; want %d", i, r.StatusCode, r.Header.Get("X-Auth-Claim-N"), i)
+		}
+	}
+}
+
+// TestForwardAuthCachedPanic: a claim that panics on the cached path is a
+// 503 without the detail, and the broker goes on.
+func TestForwardAuthCachedPanic(t *testing.T) {
+	t.Parallel()
+	var boom atomic.Bool
+	h := newHarness(t, setup{
+		GitHub:    &githubSetup{},
+		CacheSize: 100,
+		ClaimsFunc: func(ctx context.Context, s *auth.Session) map[string]any {
+			if boom.Load() {
+				panic("secret internal detail")
+			}
+			return nil
+		},
+		ClaimsPerRequest: true,
+	})
+	b := h.browser()
+	b.login("github", "")
+	if r := b.get("/auth", map[string]string{"Accept": ""}); r.StatusCode != http.StatusOK {
+		t.Fatalf("/auth: %d", r.StatusCode)
+	}
+	boom.Store(true)
+	r := b.get("/auth", map[string]string{"Accept": ""})
+	wantError(t, r, http.StatusServiceUnavailable, "SERVICE_UNAVAILABLE")
+	if strings.Contains(string(r.body), "secret") || r.Header.Get("X-Auth-User-Id") != "" {
+		t.Errorf("panic leaked: %q %v", r.body, r.Header)
+	}
+	boom.Store(false)
+	if r := b.get("/auth", map[string]string{"Accept": ""}); r.StatusCode != http.StatusOK {
+		t.Fatalf("/auth after a panic: %d", r.StatusCode)
+	}
+}
+
+func equalHeaders(a, b http.Header) bool { return maps.EqualFunc(a, b, slices.Equal) }
