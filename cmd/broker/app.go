@@ -59,15 +59,11 @@ func newAuth(cfg *config.Config, st storage.Store) (*auth.Auth, error) {
 		Origin:         pub.Scheme + "://" + pub.Host,
 		AllowedOrigins: exact,
 		OriginPatterns: wildcardOrigins(cfg.Redirect.AllowedOrigins),
-		CacheSize:      sessionCacheSize,
+		CacheSize:      cfg.Session.CacheSize,
+		CacheTTL:       cfg.Session.CacheTTL,
 		Invalidations:  inv,
 	})
 }
-
-// sessionCacheSize bounds the in-process cache of validated sessions:
-// 14 to 23 MB when full (README "Performance"). An entry serves for the
-// cache TTL (10 s), so this covers over 3,000 distinct sessions a second.
-const sessionCacheSize = 32_768
 
 // notifier and subscriber are the optional abilities of a store to tell
 // the other processes on the database about invalidations (sqlstore:

@@ -92,6 +92,11 @@ type Session struct {
 	CookieDomain string        `mapstructure:"cookie_domain"` // empty: host-only cookie
 	ActivePeriod time.Duration `mapstructure:"active_period"`
 	IdlePeriod   time.Duration `mapstructure:"idle_period"` // idle_expires = active_expires + idle_period
+	// CacheSize bounds the in-process cache of validated sessions (0 turns
+	// it off); CacheTTL is how long a cached session is used before
+	// validation reads the database again.
+	CacheSize int           `mapstructure:"cache_size"`
+	CacheTTL  time.Duration `mapstructure:"cache_ttl"`
 }
 
 // Redirect configures where the broker may send users after login and which
@@ -259,6 +264,8 @@ func Defaults() *Config {
 			CookieName:   "auth_session",
 			ActivePeriod: 24 * time.Hour,
 			IdlePeriod:   336 * time.Hour,
+			CacheSize:    32_768,
+			CacheTTL:     10 * time.Second,
 		},
 		Redirect: Redirect{AllowedOrigins: []string{}, Default: "/"},
 		Providers: Providers{

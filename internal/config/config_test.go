@@ -120,6 +120,8 @@ func TestDefaults(t *testing.T) {
 		{"session.cookie_domain", c.Session.CookieDomain, ""},
 		{"session.active_period", c.Session.ActivePeriod, 24 * time.Hour},
 		{"session.idle_period", c.Session.IdlePeriod, 14 * 24 * time.Hour},
+		{"session.cache_size", c.Session.CacheSize, 32768},
+		{"session.cache_ttl", c.Session.CacheTTL, 10 * time.Second},
 		{"redirect.allowed_origins", len(c.Redirect.AllowedOrigins), 0},
 		{"redirect.default", c.Redirect.Default, "/"},
 		{"providers.github.scopes", c.Providers.GitHub.Scopes, []string{"read:user", "user:email"}},
@@ -215,6 +217,8 @@ session:
   cookie_domain: example.com
   active_period: 1h
   idle_period: 48h
+  cache_size: 0
+  cache_ttl: 2s
 redirect:
   allowed_origins: [https://app.example.com, "https://*.apps.example.com"]
   default: https://app.example.com/home
@@ -289,7 +293,8 @@ func fullConfigWant() *Config {
 		},
 		Database: Database{URL: "postgres://broker@db:5432/broker?sslmode=disable", AutoMigrate: true},
 		Secrets:  Secrets{CookieKey: key1, CookieKeys: []string{key3}, TokenKey: key2},
-		Session:  Session{CookieName: "sid", CookieDomain: "example.com", ActivePeriod: time.Hour, IdlePeriod: 48 * time.Hour},
+		Session: Session{CookieName: "sid", CookieDomain: "example.com", ActivePeriod: time.Hour, IdlePeriod: 48 * time.Hour,
+			CacheSize: 0, CacheTTL: 2 * time.Second},
 		Redirect: Redirect{
 			AllowedOrigins: []string{"https://app.example.com", "https://*.apps.example.com"},
 			Default:        "https://app.example.com/home",
@@ -450,6 +455,8 @@ claims:
 			func(c *Config) (any, any) { return c.Email.SMTP.Port, 2525 }},
 		{"duration", map[string]string{"BROKER_SESSION_IDLE_PERIOD": "72h"},
 			func(c *Config) (any, any) { return c.Session.IdlePeriod, 72 * time.Hour }},
+		{"cache size", map[string]string{"BROKER_SESSION_CACHE_SIZE": "0"},
+			func(c *Config) (any, any) { return c.Session.CacheSize, 0 }},
 		{"nested limit", map[string]string{"BROKER_LIMITS_LOGIN_FAILURES_MAX": "9"},
 			func(c *Config) (any, any) { return c.Limits.LoginFailures.Max, 9 }},
 		{"list comma-separated and trimmed", map[string]string{"BROKER_REDIRECT_ALLOWED_ORIGINS": "https://a.example.com, https://b.example.com"},
@@ -751,6 +758,8 @@ func TestValidate(t *testing.T) {
 			c.Session.CookieDomain = ".example.com"
 		}, "", ""},
 		{"active period", func(c *Config) { c.Session.ActivePeriod = 0 }, "session.active_period", "positive"},
+		{"cache size", func(c *Config) { c.Session.CacheSize = -1 }, "session.cache_size", "at least 0"},
+		{"cache ttl", func(c *Config) { c.Session.CacheTTL = 0 }, "session.cache_ttl", "positive"},
 		{"idle period", func(c *Config) { c.Session.IdlePeriod = -time.Hour }, "session.idle_period", "positive"},
 
 		{"allowed origin with path", func(c *Config) { c.Redirect.AllowedOrigins = []string{"https://a.example.com/app"} }, "redirect.allowed_origins[0]", "no user, path"},

@@ -215,6 +215,8 @@ func (c *Config) checkSession(ck *checker) {
 	}
 	ck.positive("session.active_period", s.ActivePeriod)
 	ck.positive("session.idle_period", s.IdlePeriod)
+	ck.atLeast("session.cache_size", s.CacheSize, 0)
+	ck.positive("session.cache_ttl", s.CacheTTL)
 }
 
 func (c *Config) checkRedirect(ck *checker) {
