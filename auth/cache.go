@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"hash/maphash"
 	"strings"
@@ -85,7 +86,9 @@ type sessionCache struct {
 
 type cacheShard struct {
 	mu sync.Mutex
-	m  map[[32]byte]*cacheEntry
+	// m is keyed by the first 8 bytes of the key (small slots: fewer cache
+	// lines per lookup); find checks the whole key.
+	m map[uint64]*cacheEntry
 	// LRU list: head is the most recently used entry.
 	head, tail *cacheEntry
 	_          [32]byte // pad to 64 bytes: shards on separate cache lines
@@ -112,6 +115,19 @@ type userSnap struct {
 type compactUser struct {
 	u     storage.User // Attributes nil
 	attrs []attr
+	// shared is the attributes as a map for shared views (read-only), built
+	// on first use.
+	shared atomic.Pointer[map[string]any]
+}
+
+// sharedAttrs returns the map of cu's attributes that its views share.
+func (cu *compactUser) sharedAttrs() map[string]any {
+	if m := cu.shared.Load(); m != nil {
+		return *m
+	}
+	m := attrMap(cu.attrs)
+	cu.shared.CompareAndSwap(nil, &m)
+	return *cu.shared.Load()
 }
 
 type attr struct {
@@ -130,8 +146,9 @@ type cacheEntry struct {
 	ip                                      string
 	attrs                                   []attr
 	// fetched is when the database read that filled the entry started, in
-	// the Auth's clock (Unix nanoseconds).
-	fetched int64
+	// the Auth's clock (Unix nanoseconds); promoted is when it last moved to
+	// the front of the LRU list.
+	fetched, promoted int64
 	// touching is set while one validation writes the last-seen time, so
 	// concurrent ones do not write it too.
 	touching bool
@@ -145,7 +162,7 @@ type cacheEntry struct {
 func newSessionCache(size int, ttl time.Duration) *sessionCache {
 	c := &sessionCache{ttl: int64(ttl), perShard: (size + cacheShards - 1) / cacheShards}
 	for i := range c.shards {
-		c.shards[i].m = make(map[[32]byte]*cacheEntry)
+		c.shards[i].m = make(map[uint64]*cacheEntry)
 		c.users[i].m = make(map[string]*userSnap)
 	}
 	c.live.Store(true)
@@ -158,6 +175,29 @@ func cacheKey(token string) [32]byte { return sha256.Sum256([]byte(token)) }
 func hexID(k *[32]byte) string { return hex.EncodeToString(k[:]) }
 
 func (c *sessionCache) shard(k *[32]byte) *cacheShard { return &c.shards[k[0]%cacheShards] }
+
+func prefix(k *[32]byte) uint64 { return binary.LittleEndian.Uint64(k[:8]) }
+
+// find returns the entry of k, or nil.
+func (sh *cacheShard) find(k *[32]byte) *cacheEntry {
+	if e := sh.m[prefix(k)]; e != nil && e.key == *k {
+		return e
+	}
+	return nil
+}
+
+// promoteEvery is how often a hit moves its entry to the front of the LRU
+// list: at most once a second, so that hits on a busy entry read the cache
+// and do not write to other entries' memory.
+const promoteEvery = int64(time.Second)
+
+// touched records a hit on e at now (its shard's lock held).
+func (sh *cacheShard) touched(e *cacheEntry, now int64) {
+	if now-e.promoted >= promoteEvery || now < e.promoted {
+		sh.toFront(e)
+		e.promoted = now
+	}
+}
 
 func (c *sessionCache) userShard(id string) *userShard {
 	return &c.users[maphash.String(userSeed, id)%cacheShards]
@@ -207,7 +247,7 @@ func (c *sessionCache) get(k *[32]byte, now int64, touchInterval time.Duration) 
 	}
 	sh := c.shard(k)
 	sh.mu.Lock()
-	e := sh.m[*k]
+	e := sh.find(k)
 	if e == nil {
 		sh.mu.Unlock()
 		return cached{}, false
@@ -217,7 +257,7 @@ func (c *sessionCache) get(k *[32]byte, now int64, touchInterval time.Duration) 
 		sh.mu.Unlock()
 		return cached{}, false
 	}
-	sh.toFront(e)
+	sh.touched(e, now)
 	touch := false
 	if touchInterval > 0 && !e.touching && now/1000-e.lastSeen >= touchInterval.Microseconds() {
 		e.touching = true
@@ -242,13 +282,13 @@ func (c *sessionCache) view(k *[32]byte, now int64, touchInterval time.Duration,
 	}
 	sh := c.shard(k)
 	sh.mu.Lock()
-	e := sh.m[*k]
+	e := sh.find(k)
 	if e == nil || now-e.fetched >= c.ttl || now < e.fetched || e.user.dead.Load() || now/1000 >= e.active ||
 		touchInterval > 0 && now/1000-e.lastSeen >= touchInterval.Microseconds() {
 		sh.mu.Unlock()
 		return nil
 	}
-	sh.toFront(e)
+	sh.touched(e, now)
 	if v := e.view; v != nil && v.user == e.user.user.Load() {
 		sh.mu.Unlock()
 		return v
@@ -257,10 +297,11 @@ func (c *sessionCache) view(k *[32]byte, now int64, touchInterval time.Duration,
 	sh.mu.Unlock()
 
 	// Built outside the lock: build runs the deployment's attribute hooks.
-	v := build(f.cached())
+	cd := f.cachedWith(f.user.sharedAttrs())
+	v := build(cd)
 	v.user = f.user
 	sh.mu.Lock()
-	if sh.m[*k] == e && e.seq == seq && e.user.user.Load() == f.user {
+	if sh.find(k) == e && e.seq == seq && e.user.user.Load() == f.user {
 		e.view = v
 	}
 	sh.mu.Unlock()
@@ -287,9 +328,12 @@ func (e *cacheEntry) fields() entryFields {
 
 // cached rebuilds the stored session and user, with attribute maps of the
 // caller's own.
-func (f entryFields) cached() cached {
+func (f entryFields) cached() cached { return f.cachedWith(attrMap(f.user.attrs)) }
+
+// cachedWith is cached with the given user attribute map.
+func (f entryFields) cachedWith(userAttrs map[string]any) cached {
 	out := cached{user: f.user.u}
-	out.user.Attributes = attrMap(f.user.attrs)
+	out.user.Attributes = userAttrs
 	out.sess = storage.Session{
 		ID:              f.id,
 		UserID:          f.user.u.ID,
@@ -343,13 +387,14 @@ func (c *sessionCache) put(k *[32]byte, s storage.Session, u storage.User, fetch
 	us.mu.Unlock()
 	e.user = snap
 
-	if old := sh.m[*k]; old != nil {
+	if old := sh.m[prefix(k)]; old != nil { // this session, or one whose key shares the prefix
 		c.remove(sh, old)
 	}
 	for len(sh.m) >= c.perShard && sh.tail != nil {
 		c.remove(sh, sh.tail)
 	}
-	sh.m[*k] = e
+	sh.m[prefix(k)] = e
+	e.promoted = fetched
 	e.next = sh.head
 	if sh.head != nil {
 		sh.head.prev = e
@@ -366,7 +411,7 @@ func (c *sessionCache) update(k *[32]byte, activeExpires, idleExpires, lastSeen 
 	sh := c.shard(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if e := sh.m[*k]; e != nil {
+	if e := sh.find(k); e != nil {
 		e.active, e.idle, e.lastSeen = micros(activeExpires), micros(idleExpires), micros(lastSeen)
 		e.touching = false
 		e.view = nil
@@ -379,7 +424,7 @@ func (c *sessionCache) release(k *[32]byte) {
 	sh := c.shard(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if e := sh.m[*k]; e != nil {
+	if e := sh.find(k); e != nil {
 		e.touching = false
 	}
 }
@@ -390,7 +435,7 @@ func (c *sessionCache) drop(k *[32]byte) {
 	sh := c.shard(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if e := sh.m[*k]; e != nil {
+	if e := sh.find(k); e != nil {
 		c.remove(sh, e)
 	}
 }
@@ -484,7 +529,9 @@ func (sh *cacheShard) toFront(e *cacheEntry) {
 // remove unlinks e from its shard (whose lock is held) and drops its
 // reference to its user snapshot.
 func (c *sessionCache) remove(sh *cacheShard, e *cacheEntry) {
-	delete(sh.m, e.key)
+	if sh.m[prefix(&e.key)] == e {
+		delete(sh.m, prefix(&e.key))
+	}
 	if e.prev != nil {
 		e.prev.next = e.next
 	} else {

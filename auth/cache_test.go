@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -620,4 +621,40 @@ func BenchmarkValidateSessionCached(b *testing.B) {
 			})
 		})
 	}
+}
+
+// TestCacheLRUPromotion: a hit moves its entry to the front of the LRU
+// list (at most once a second), so a session in use outlives idle ones.
+func TestCacheLRUPromotion(t *testing.T) {
+	t.Parallel()
+	e := newCacheEnv(t, storagetest.OpenSQLite(t), nil, auth.Options{CacheSize: 128, CacheTTL: time.Hour}) // 2 per shard
+	ctx := context.Background()
+	u, _ := e.session(t, nil)
+	// Three sessions of one shard (the first byte of the id, modulo 64).
+	byShard := map[string][]string{}
+	var same []string
+	for same == nil {
+		s, err := e.a.CreateSession(ctx, u.ID, auth.SessionOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := strconv.ParseUint(s.ID[:2], 16, 8)
+		shard := strconv.FormatUint(b%64, 10)
+		byShard[shard] = append(byShard[shard], s.Token)
+		if len(byShard[shard]) == 3 {
+			same = byShard[shard]
+		}
+	}
+	a, b, c := same[0], same[1], same[2]
+	e.wantValid(t, a)
+	e.clock.Advance(2 * time.Second)
+	e.wantValid(t, b) // the shard holds b, a (a least recently used)
+	e.clock.Advance(2 * time.Second)
+	e.wantValid(t, a) // a hit: a moves to the front
+	n := e.cs.lookups.Load()
+	e.wantValid(t, c) // a miss that evicts the least recently used: b
+	e.wantValid(t, a)
+	e.wantLookups(t, n+1, "the promoted session after an eviction")
+	e.wantValid(t, b)
+	e.wantLookups(t, n+2, "the evicted session")
 }

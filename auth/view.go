@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"strings"
 	"sync/atomic"
 )
 
@@ -13,7 +14,8 @@ import (
 // once per request. See [Auth.CachedSessionView] and
 // [Auth.ValidateSessionView].
 //
-// Session, and the maps and pointers it holds, must not be modified.
+// Session, and the maps and pointers it holds, must not be modified: a
+// shared view's user attribute map is shared with every view of that user.
 type SessionView struct {
 	Session Session
 	user    *compactUser // the user snapshot it was built from; nil when not cached
@@ -56,7 +58,9 @@ func (a *Auth) CachedSessionView(token string) *SessionView {
 	}
 	k := cacheKey(token)
 	return a.cache.view(&k, a.now().UnixNano(), a.opts.TouchInterval, func(c cached) *SessionView {
-		return &SessionView{Session: a.transformSession(c.sess, &c.user, token, false, a.now().UTC())}
+		// The view outlives the request: its token must not keep the
+		// request's Cookie header alive.
+		return &SessionView{Session: a.transformSession(c.sess, &c.user, strings.Clone(token), false, a.now().UTC())}
 	})
 }
 

@@ -66,9 +66,7 @@ func (s *Server) forwardAuth(w http.ResponseWriter, r *http.Request, id string) 
 	var v *auth.SessionView
 	var err error
 	if src != auth.TokenNone {
-		if v = s.auth.CachedSessionView(token); v == nil {
-			v, err = s.auth.ValidateSessionView(r.Context(), token)
-		}
+		v, err = s.auth.ValidateSessionView(r.Context(), token)
 	}
 	if v != nil {
 		s.opts.Metrics.validation("valid")
@@ -113,11 +111,15 @@ func (s *Server) forwardAuth(w http.ResponseWriter, r *http.Request, id string) 
 }
 
 // forwardAnswer is what /auth answers a signed-in user: the identity and
-// claim headers (canonical names, values shared read-only between the
-// answers of one cached session) and the claims access rules see.
+// claim headers, and the claims when access rules need them. It is kept
+// with a cached session's view and read by every answer for that session,
+// so it is laid out in few allocations: the header table with its value
+// slices inline, and the values in one string.
 type forwardAnswer struct {
-	claims  map[string]any
+	claims  map[string]any // nil without access rules
 	headers []headerField
+	inline  [6]headerField // headers, when they fit
+	values  [6]string      // backing of the inline headers' values
 }
 
 type headerField struct {
@@ -147,15 +149,34 @@ func (s *Server) forwardAnswer(ctx context.Context, v *auth.SessionView) *forwar
 
 func (s *Server) newForwardAnswer(ctx context.Context, sess *auth.Session) *forwardAnswer {
 	claims := s.claims(ctx, sess)
-	a := &forwardAnswer{claims: claims, headers: make([]headerField, 0, 3+len(claims))}
-	a.headers = append(a.headers, headerField{HeaderUserID, []string{sess.User.ID}})
+	names := make([]string, 0, 3+len(claims))
+	vals := make([]string, 0, 3+len(claims))
+	names, vals = append(names, HeaderUserID), append(vals, sess.User.ID)
 	if sess.User.Email != nil {
-		a.headers = append(a.headers, headerField{HeaderEmail, []string{*sess.User.Email}})
+		names, vals = append(names, HeaderEmail), append(vals, *sess.User.Email)
 	}
 	for _, k := range slices.Sorted(maps.Keys(claims)) {
-		a.headers = append(a.headers, headerField{http.CanonicalHeaderKey(rules.HeaderName(k)), []string{rules.HeaderValue(claims[k])}})
+		names = append(names, http.CanonicalHeaderKey(rules.HeaderName(k)))
+		vals = append(vals, rules.HeaderValue(claims[k]))
 	}
-	a.headers = append(a.headers, headerField{"Cache-Control", []string{"no-store"}})
+	names, vals = append(names, "Cache-Control"), append(vals, "no-store")
+
+	a := &forwardAnswer{}
+	if s.opts.Access != nil {
+		a.claims = claims
+	}
+	a.headers = a.inline[:0]
+	backing := a.values[:]
+	if len(names) > len(a.inline) {
+		a.headers, backing = make([]headerField, 0, len(names)), make([]string, len(names))
+	}
+	// The values in one string, each a slice of it.
+	all := strings.Join(vals, "")
+	for i, name := range names {
+		n := len(vals[i])
+		backing[i], all = all[:n], all[n:]
+		a.headers = append(a.headers, headerField{name, backing[i : i+1 : i+1]})
+	}
 	return a
 }
 

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -310,11 +311,13 @@ func (w *headerWriter) WriteHeader(code int)        { w.status = code }
 // BenchmarkForwardAuthCached measures what the broker adds to an HTTP
 // request for /auth of a session in the session cache (with one claim),
 // against a handler that only answers 200: the difference is the broker's
-// cost on every request of every app behind it. The wrk harness
-// (bench/authbench) measures the same through real connections.
+// cost on every request of every app behind it. The sessions sub-benchmarks
+// spread the requests over that many cached sessions (a working set that
+// does not fit the CPU caches). The wrk harness (bench/authbench) measures
+// the same through real connections.
 func BenchmarkForwardAuthCached(b *testing.B) {
 	store := storagetest.OpenSQLite(b)
-	a, err := auth.New(store, auth.Options{Origin: "http://127.0.0.1:8080", CacheSize: 1000})
+	a, err := auth.New(store, auth.Options{Origin: "http://127.0.0.1:8080", CacheSize: 32768, CacheTTL: time.Hour})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -333,38 +336,54 @@ func BenchmarkForwardAuthCached(b *testing.B) {
 		b.Fatal(err)
 	}
 	ctx := context.Background()
-	u, err := a.CreateUser(ctx, auth.CreateUserOptions{Attributes: map[string]any{
-		"email": "bench@example.com", "email_verified": true, "role": "admin",
-	}})
-	if err != nil {
-		b.Fatal(err)
+	const most = 10000
+	reqs := make([]*http.Request, most)
+	for i := range reqs {
+		u, err := a.CreateUser(ctx, auth.CreateUserOptions{Attributes: map[string]any{
+			"email": fmt.Sprintf("bench%d@example.com", i), "email_verified": true, "role": "admin",
+		}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		sess, err := a.CreateSession(ctx, u.ID, auth.SessionOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		r := httptest.NewRequest(http.MethodGet, "http://127.0.0.1:8080/auth", nil)
+		r.RemoteAddr = "127.0.0.1:40000"
+		r.Header.Set("Cookie", a.CreateSessionCookie(&sess).Name+"="+sess.Token)
+		r.Header.Set("X-Forwarded-Host", "app.example.com")
+		r.Header.Set("X-Forwarded-Uri", "/dashboard")
+		reqs[i] = r
 	}
-	sess, err := a.CreateSession(ctx, u.ID, auth.SessionOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	r := httptest.NewRequest(http.MethodGet, "http://127.0.0.1:8080/auth", nil)
-	r.RemoteAddr = "127.0.0.1:40000"
-	r.Header.Set("Cookie", a.CreateSessionCookie(&sess).Name+"="+sess.Token)
-	r.Header.Set("X-Forwarded-Host", "app.example.com")
-	r.Header.Set("X-Forwarded-Uri", "/dashboard")
-	for _, bc := range []struct {
-		name string
-		h    http.Handler
-	}{
-		{"bare", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })},
-		{"broker", srv.Handler()},
-	} {
-		b.Run(bc.name, func(b *testing.B) {
+	h := srv.Handler()
+	for _, r := range reqs { // fill the cache and build the views
+		for range 2 {
 			w := &headerWriter{h: http.Header{}}
-			bc.h.ServeHTTP(w, r)
-			if w.status != http.StatusOK || bc.name == "broker" && w.h.Get("X-Auth-Claim-Role") != "admin" {
+			h.ServeHTTP(w, r)
+			if w.status != http.StatusOK || w.h.Get("X-Auth-Claim-Role") != "admin" {
 				b.Fatalf("/auth: got %d %v", w.status, w.h)
 			}
+		}
+	}
+	bare := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })
+	for _, bc := range []struct {
+		name     string
+		h        http.Handler
+		sessions int
+	}{
+		{"bare", bare, 1},
+		{"sessions=1", h, 1},
+		{"sessions=1000", h, 1000},
+		{"sessions=10000", h, most},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
+			i := 0
 			for b.Loop() {
+				i = (i + 7919) % bc.sessions // a stride that visits them all
 				w := &headerWriter{h: make(http.Header)}
-				bc.h.ServeHTTP(w, r)
+				bc.h.ServeHTTP(w, reqs[i])
 				if w.status != http.StatusOK {
 					b.Fatalf("/auth: got %d", w.status)
 				}
