@@ -136,27 +136,30 @@ type attr struct {
 }
 
 // cacheEntry is a cached session. Times are Unix microseconds (the
-// precision the database keeps).
+// precision the database keeps). The fields every hit reads come first, so
+// that a hit touches few cache lines.
 type cacheEntry struct {
-	key                                     [32]byte
-	id                                      string // hex of key, as stored
-	user                                    *userSnap
-	active, idle, created, authAt, lastSeen int64
-	ua                                      unique.Handle[string] // user agents repeat: keep one copy
-	ip                                      string
-	attrs                                   []attr
+	key  [32]byte
+	user *userSnap
+	// view is the shared view of the entry (see view), built on first use;
+	// seq counts the changes update makes, each of which drops it.
+	view *SessionView
 	// fetched is when the database read that filled the entry started, in
 	// the Auth's clock (Unix nanoseconds); promoted is when it last moved to
 	// the front of the LRU list.
 	fetched, promoted int64
+	active, lastSeen  int64
+	seq               uint64
 	// touching is set while one validation writes the last-seen time, so
 	// concurrent ones do not write it too.
 	touching bool
-	// view is the shared view of the entry (see view), built on first use;
-	// seq counts the changes update makes, each of which drops it.
-	view       *SessionView
-	seq        uint64
-	prev, next *cacheEntry
+
+	id                    string // hex of key, as stored
+	idle, created, authed int64
+	ua                    unique.Handle[string] // user agents repeat: keep one copy
+	ip                    string
+	attrs                 []attr
+	prev, next            *cacheEntry
 }
 
 func newSessionCache(size int, ttl time.Duration) *sessionCache {
@@ -321,7 +324,7 @@ type entryFields struct {
 func (e *cacheEntry) fields() entryFields {
 	return entryFields{
 		id: e.id, user: e.user.user.Load(),
-		active: e.active, idle: e.idle, created: e.created, authAt: e.authAt, lastSeen: e.lastSeen,
+		active: e.active, idle: e.idle, created: e.created, authAt: e.authed, lastSeen: e.lastSeen,
 		ua: e.ua, ip: e.ip, attrs: e.attrs,
 	}
 }
@@ -360,7 +363,7 @@ func (c *sessionCache) put(k *[32]byte, s storage.Session, u storage.User, fetch
 	e := &cacheEntry{
 		key: *k, id: s.ID, fetched: fetched,
 		active: micros(s.ActiveExpires), idle: micros(s.IdleExpires), created: micros(s.CreatedAt),
-		authAt: micros(s.AuthenticatedAt), lastSeen: micros(s.LastSeenAt),
+		authed: micros(s.AuthenticatedAt), lastSeen: micros(s.LastSeenAt),
 		ua: unique.Make(s.UserAgent), ip: s.IP, attrs: toAttrs(s.Attributes),
 	}
 	sh := c.shard(k)

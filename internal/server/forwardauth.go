@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/brokerauth/broker/auth"
@@ -135,19 +137,60 @@ func (a *forwardAnswer) write(h http.Header) {
 	}
 }
 
-// forwardAnswer returns v's answer: computed once per shared view and kept
+// viewAnswers are the answers the server keeps with a session view (see
+// [auth.SessionView.Memo]): /auth's, built with them, and /session's JSON
+// body, built on first use.
+type viewAnswers struct {
+	forward forwardAnswer
+	session atomic.Pointer[[]byte]
+}
+
+// answers returns v's answers, computed once per view. Not for
+// Options.ClaimsPerRequest.
+func (s *Server) answers(ctx context.Context, v *auth.SessionView) *viewAnswers {
+	// Memoized claims must not depend on this request's cancellation.
+	ctx = context.WithoutCancel(ctx)
+	return v.Memo(s, func(sess *auth.Session) any {
+		as := &viewAnswers{}
+		s.fillForwardAnswer(ctx, sess, &as.forward)
+		return as
+	}).(*viewAnswers)
+}
+
+// forwardAnswer returns v's /auth answer: computed once per view and kept
 // with it, unless the claims must be computed per request
 // (Options.ClaimsPerRequest).
 func (s *Server) forwardAnswer(ctx context.Context, v *auth.SessionView) *forwardAnswer {
 	if s.opts.ClaimsPerRequest {
 		return s.newForwardAnswer(ctx, &v.Session)
 	}
-	// Memoized claims must not depend on this request's cancellation.
-	ctx = context.WithoutCancel(ctx)
-	return v.Memo(s, func(sess *auth.Session) any { return s.newForwardAnswer(ctx, sess) }).(*forwardAnswer)
+	return &s.answers(ctx, v).forward
+}
+
+// sessionJSON returns v's /session body, as writeJSON would write it.
+func (s *Server) sessionJSON(ctx context.Context, v *auth.SessionView) ([]byte, error) {
+	as := s.answers(ctx, v)
+	if b := as.session.Load(); b != nil {
+		return *b, nil
+	}
+	b, err := json.Marshal(s.sessionBody(context.WithoutCancel(ctx), &v.Session))
+	if err != nil {
+		return nil, err
+	}
+	b = append(b, '\n')
+	as.session.CompareAndSwap(nil, &b)
+	return b, nil
 }
 
 func (s *Server) newForwardAnswer(ctx context.Context, sess *auth.Session) *forwardAnswer {
+	a := &forwardAnswer{}
+	s.fillForwardAnswer(ctx, sess, a)
+	return a
+}
+
+// fillForwardAnswer builds sess's answer in a, where it is to stay (its
+// headers may point into it).
+func (s *Server) fillForwardAnswer(ctx context.Context, sess *auth.Session, a *forwardAnswer) {
 	claims := s.claims(ctx, sess)
 	names := make([]string, 0, 3+len(claims))
 	vals := make([]string, 0, 3+len(claims))
@@ -161,7 +204,6 @@ func (s *Server) newForwardAnswer(ctx context.Context, sess *auth.Session) *forw
 	}
 	names, vals = append(names, "Cache-Control"), append(vals, "no-store")
 
-	a := &forwardAnswer{}
 	if s.opts.Access != nil {
 		a.claims = claims
 	}
@@ -177,7 +219,6 @@ func (s *Server) newForwardAnswer(ctx context.Context, sess *auth.Session) *forw
 		backing[i], all = all[:n], all[n:]
 		a.headers = append(a.headers, headerField{name, backing[i : i+1 : i+1]})
 	}
-	return a
 }
 
 // forwardAllowed applies the access rules (Options.Access) to the request

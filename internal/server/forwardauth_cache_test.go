@@ -193,3 +193,68 @@ func TestForwardAuthCachedPanic(t *testing.T) {
 }
 
 func equalHeaders(a, b http.Header) bool { return maps.EqualFunc(a, b, slices.Equal) }
+
+// TestSessionCached: /session answers a cached session with the same body
+// as an uncached one, computed once per snapshot, and shows a change to
+// the user at once.
+func TestSessionCached(t *testing.T) {
+	t.Parallel()
+	var evals atomic.Int64
+	claims, err := rules.CompileClaims(map[string]string{"role": "user.attributes.role"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	claimsFunc := func(ctx context.Context, s *auth.Session) map[string]any {
+		evals.Add(1)
+		out, _ := claims.Eval(ctx, s.User, nil, s)
+		return out
+	}
+	cached := newHarness(t, setup{GitHub: &githubSetup{}, CacheSize: 100, ClaimsFunc: claimsFunc})
+	b := cached.browser()
+	b.login("github", "")
+	uid := b.me()
+	ctx := context.Background()
+	if _, err := cached.auth.UpdateUserAttributes(ctx, uid, map[string]any{"role": "admin"}); err != nil {
+		t.Fatal(err)
+	}
+	first := b.getJSON("/session") // a miss
+	if first.StatusCode != http.StatusOK || !strings.Contains(first.Body(), `"role":"admin"`) {
+		t.Fatalf("/session: %d %s", first.StatusCode, first.body)
+	}
+	b.getJSON("/session") // the first hit builds the view
+	evals.Store(0)
+	for range 10 {
+		r := b.getJSON("/session")
+		if r.StatusCode != http.StatusOK || r.Body() != first.Body() ||
+			r.Header.Get("Content-Type") != "application/json" || r.Header.Get("Cache-Control") != "no-store" {
+			t.Fatalf("cached /session: %d %v\n got %s\nwant %s", r.StatusCode, r.Header, r.body, first.body)
+		}
+		if r := b.get("/auth", map[string]string{"Accept": ""}); r.StatusCode != http.StatusOK || r.Header.Get("X-Auth-Claim-Role") != "admin" {
+			t.Fatalf("/auth between cached /session: %d %v", r.StatusCode, r.Header)
+		}
+	}
+	if n := evals.Load(); n != 0 {
+		t.Errorf("claims computed %d times for 10 cached /session and /auth answers; want 0", n)
+	}
+	if _, err := cached.auth.UpdateUserAttributes(ctx, uid, map[string]any{"role": "viewer"}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if r := b.getJSON("/session"); !strings.Contains(r.Body(), `"role":"viewer"`) {
+			t.Fatalf("/session after the change: %s", r.body)
+		}
+	}
+
+	// The same body as a broker without the cache gives.
+	plain := newHarness(t, setup{GitHub: &githubSetup{}, ClaimsFunc: claimsFunc})
+	pb := plain.browser()
+	pb.login("github", "")
+	if _, err := plain.auth.UpdateUserAttributes(ctx, pb.me(), map[string]any{"role": "viewer"}); err != nil {
+		t.Fatal(err)
+	}
+	norm := regexp.MustCompile(`"(id|active_expires|idle_expires)":"[^"]*"`)
+	got, want := norm.ReplaceAllString(b.getJSON("/session").Body(), ""), norm.ReplaceAllString(pb.getJSON("/session").Body(), "")
+	if got != want {
+		t.Errorf("cached /session body differs from the uncached one:\n got %s\nwant %s", got, want)
+	}
+}
