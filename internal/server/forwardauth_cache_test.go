@@ -37,6 +37,21 @@ func metricValue(t *testing.T, b *browser, series string) string {
 	return ""
 }
 
+// countingClaims compiles exprs into a server.Options.Claims that counts
+// its evaluations in evals.
+func countingClaims(t *testing.T, exprs map[string]string, evals *atomic.Int64) func(context.Context, *auth.Session) map[string]any {
+	t.Helper()
+	claims, err := rules.CompileClaims(exprs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(ctx context.Context, s *auth.Session) map[string]any {
+		evals.Add(1)
+		out, _ := claims.Eval(ctx, s.User, nil, s)
+		return out
+	}
+}
+
 // TestForwardAuthCached: with the session cache on, /auth answers a cached
 // session exactly as it answers one read from the database, applies the
 // access rules to every request, computes claims once per cached snapshot,
@@ -44,19 +59,11 @@ func metricValue(t *testing.T, b *browser, series string) string {
 func TestForwardAuthCached(t *testing.T) {
 	t.Parallel()
 	var evals atomic.Int64
-	claims, err := rules.CompileClaims(map[string]string{"role": "user.attributes.role", "plan": `"pro"`})
-	if err != nil {
-		t.Fatal(err)
-	}
 	h := newHarness(t, setup{
-		GitHub:    &githubSetup{},
-		CacheSize: 100,
-		ClaimsFunc: func(ctx context.Context, s *auth.Session) map[string]any {
-			evals.Add(1)
-			out, _ := claims.Eval(ctx, s.User, nil, s)
-			return out
-		},
-		Access: []rules.Rule{{Host: "app.example.com", PathPrefix: "/admin", Allow: `claims.role == "admin"`}},
+		GitHub:     &githubSetup{},
+		CacheSize:  100,
+		ClaimsFunc: countingClaims(t, map[string]string{"role": "user.attributes.role", "plan": `"pro"`}, &evals),
+		Access:     []rules.Rule{{Host: "app.example.com", PathPrefix: "/admin", Allow: `claims.role == "admin"`}},
 	})
 	b := h.browser()
 	b.login("github", "")
@@ -200,15 +207,7 @@ func equalHeaders(a, b http.Header) bool { return maps.EqualFunc(a, b, slices.Eq
 func TestSessionCached(t *testing.T) {
 	t.Parallel()
 	var evals atomic.Int64
-	claims, err := rules.CompileClaims(map[string]string{"role": "user.attributes.role"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	claimsFunc := func(ctx context.Context, s *auth.Session) map[string]any {
-		evals.Add(1)
-		out, _ := claims.Eval(ctx, s.User, nil, s)
-		return out
-	}
+	claimsFunc := countingClaims(t, map[string]string{"role": "user.attributes.role"}, &evals)
 	cached := newHarness(t, setup{GitHub: &githubSetup{}, CacheSize: 100, ClaimsFunc: claimsFunc})
 	b := cached.browser()
 	b.login("github", "")

@@ -229,6 +229,26 @@ func TestForwardAuthDatabaseDown(t *testing.T) {
 	})
 }
 
+// benchServer is a broker over a with one claim, role: user.attributes.role.
+func benchServer(b *testing.B, a *auth.Auth, store *sqlstore.Store, m *server.Metrics) *server.Server {
+	b.Helper()
+	claims, err := rules.CompileClaims(map[string]string{"role": "user.attributes.role"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv, err := server.New(server.Options{
+		Auth: a, Store: store, PublicURL: "http://127.0.0.1:8080", Metrics: m,
+		Claims: func(ctx context.Context, s *auth.Session) map[string]any {
+			out, _ := claims.Eval(ctx, s.User, nil, s)
+			return out
+		},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return srv
+}
+
 // BenchmarkForwardAuth measures /auth with a valid session cookie through
 // the whole handler (middleware included), on both databases.
 func BenchmarkForwardAuth(b *testing.B) {
@@ -244,20 +264,7 @@ func BenchmarkForwardAuth(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			claims, err := rules.CompileClaims(map[string]string{"role": "user.attributes.role"})
-			if err != nil {
-				b.Fatal(err)
-			}
-			srv, err := server.New(server.Options{
-				Auth: a, Store: store, PublicURL: "http://127.0.0.1:8080",
-				Claims: func(ctx context.Context, s *auth.Session) map[string]any {
-					out, _ := claims.Eval(ctx, s.User, nil, s)
-					return out
-				},
-			})
-			if err != nil {
-				b.Fatal(err)
-			}
+			srv := benchServer(b, a, store, nil)
 			ctx := context.Background()
 			u, err := a.CreateUser(ctx, auth.CreateUserOptions{Attributes: map[string]any{
 				"email": "bench@example.com", "email_verified": true, "role": "admin",
@@ -321,20 +328,7 @@ func BenchmarkForwardAuthCached(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	claims, err := rules.CompileClaims(map[string]string{"role": "user.attributes.role"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv, err := server.New(server.Options{
-		Auth: a, Store: store, PublicURL: "http://127.0.0.1:8080", Metrics: server.NewMetrics(),
-		Claims: func(ctx context.Context, s *auth.Session) map[string]any {
-			out, _ := claims.Eval(ctx, s.User, nil, s)
-			return out
-		},
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
+	srv := benchServer(b, a, store, server.NewMetrics())
 	ctx := context.Background()
 	const most = 10000
 	reqs := make([]*http.Request, most)
