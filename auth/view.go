@@ -27,6 +27,11 @@ type viewMemo struct {
 	v   any
 }
 
+// Shared reports whether v is the session cache's view of its snapshot,
+// which later validations will return again (so a memo is worth keeping),
+// rather than a view of one validation's own.
+func (v *SessionView) Shared() bool { return v.user != nil }
+
 // Memo returns what f derives from the view's session, computing it once
 // per view for a given key (a comparable value the caller owns, such as a
 // pointer). f must depend only on the session and its user, must not modify

@@ -25,8 +25,8 @@ func TestSessionViewShared(t *testing.T) {
 	}
 	e.wantValid(t, s.Token)
 	v1 := e.a.CachedSessionView(s.Token)
-	if v1 == nil {
-		t.Fatal("CachedSessionView: nil for a cached session")
+	if v1 == nil || !v1.Shared() {
+		t.Fatalf("CachedSessionView: %v for a cached session; want a shared view", v1)
 	}
 	if v1.Session.ID != s.ID || v1.Session.Token != s.Token || v1.Session.User.ID != u.ID ||
 		v1.Session.User.Attributes["role"] != "admin" || v1.Session.Attributes["device"] != "laptop" ||
@@ -149,7 +149,7 @@ func TestSessionViewTime(t *testing.T) {
 	if v := off.CachedSessionView(s3.Token); v != nil {
 		t.Fatal("view with the cache off")
 	}
-	if v, err := off.ValidateSessionView(ctx, s3.Token); err != nil || v.Session.ID != s3.ID {
+	if v, err := off.ValidateSessionView(ctx, s3.Token); err != nil || v.Session.ID != s3.ID || v.Shared() {
 		t.Fatalf("ValidateSessionView with the cache off: %+v, %v", v, err)
 	}
 	if e.a.CachedSessionView("malformed") != nil {

@@ -157,11 +157,12 @@ func (s *Server) answers(ctx context.Context, v *auth.SessionView) *viewAnswers 
 	}).(*viewAnswers)
 }
 
-// forwardAnswer returns v's /auth answer: computed once per view and kept
-// with it, unless the claims must be computed per request
+// forwardAnswer returns v's /auth answer: computed once per shared view and
+// kept with it; computed for this request alone for a view of its own (a
+// cache miss) or when the claims must be computed per request
 // (Options.ClaimsPerRequest).
 func (s *Server) forwardAnswer(ctx context.Context, v *auth.SessionView) *forwardAnswer {
-	if s.opts.ClaimsPerRequest {
+	if s.opts.ClaimsPerRequest || !v.Shared() {
 		return s.newForwardAnswer(ctx, &v.Session)
 	}
 	return &s.answers(ctx, v).forward
