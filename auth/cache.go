@@ -109,15 +109,77 @@ type userSnap struct {
 	refs int // guarded by the user shard's mutex
 }
 
-// compactUser is a storage.User without its attribute map, which costs
-// several times its content; the attributes are kept as a list and a
-// fresh map is built for each caller.
+// compactUser is a storage.User laid out for the garbage collector, which
+// marks every cached object on every cycle: its strings share one
+// allocation, its times are Unix microseconds, and its attributes are a
+// list (a map costs several times its content) whose keys are interned.
+// user rebuilds a storage.User for each caller.
 type compactUser struct {
-	u     storage.User // Attributes nil
-	attrs []attr
+	strs                       string    // ID, username, email, name, image, back to back
+	ends                       [5]uint32 // where each of them ends in strs
+	has                        uint8     // which optional values are set (hasUsername…)
+	verified, created, updated int64
+	handle                     []byte // WebAuthnHandle
+	attrs                      []attr
 	// shared is the attributes as a map for shared views (read-only), built
 	// on first use.
 	shared atomic.Pointer[map[string]any]
+}
+
+// Bits of compactUser.has.
+const (
+	hasUsername = 1 << iota
+	hasEmail
+	hasName
+	hasImage
+	hasVerified
+)
+
+func newCompactUser(u *storage.User) *compactUser {
+	cu := &compactUser{created: micros(u.CreatedAt), updated: micros(u.UpdatedAt), handle: u.WebAuthnHandle, attrs: toAttrs(u.Attributes)}
+	var b strings.Builder
+	b.WriteString(u.ID)
+	cu.ends[0] = uint32(b.Len())
+	for i, p := range []*string{u.Username, u.Email, u.Name, u.Image} {
+		if p != nil {
+			cu.has |= 1 << i
+			b.WriteString(*p)
+		}
+		cu.ends[i+1] = uint32(b.Len())
+	}
+	if u.EmailVerifiedAt != nil {
+		cu.has |= hasVerified
+		cu.verified = micros(*u.EmailVerifiedAt)
+	}
+	cu.strs = b.String()
+	return cu
+}
+
+// str returns the i-th string of strs.
+func (cu *compactUser) str(i int) string {
+	start := uint32(0)
+	if i > 0 {
+		start = cu.ends[i-1]
+	}
+	return cu.strs[start:cu.ends[i]]
+}
+
+func (cu *compactUser) id() string { return cu.str(0) }
+
+// user rebuilds the storage.User, without attributes.
+func (cu *compactUser) user() storage.User {
+	u := storage.User{ID: cu.id(), WebAuthnHandle: cu.handle, CreatedAt: fromMicros(cu.created), UpdatedAt: fromMicros(cu.updated)}
+	for i, p := range []**string{&u.Username, &u.Email, &u.Name, &u.Image} {
+		if cu.has&(1<<i) != 0 {
+			v := cu.str(i + 1)
+			*p = &v
+		}
+	}
+	if cu.has&hasVerified != 0 {
+		t := fromMicros(cu.verified)
+		u.EmailVerifiedAt = &t
+	}
+	return u
 }
 
 // sharedAttrs returns the map of cu's attributes that its views share.
@@ -131,7 +193,7 @@ func (cu *compactUser) sharedAttrs() map[string]any {
 }
 
 type attr struct {
-	k string
+	k unique.Handle[string]
 	v any
 }
 
@@ -154,7 +216,6 @@ type cacheEntry struct {
 	// concurrent ones do not write it too.
 	touching bool
 
-	id                    string // hex of key, as stored
 	idle, created, authed int64
 	ua                    unique.Handle[string] // user agents repeat: keep one copy
 	ip                    string
@@ -214,7 +275,7 @@ func toAttrs(m map[string]any) []attr {
 	}
 	out := make([]attr, 0, len(m))
 	for k, v := range m {
-		out = append(out, attr{k, v})
+		out = append(out, attr{unique.Make(k), v}) // every user has the same few keys
 	}
 	return out
 }
@@ -224,7 +285,7 @@ func toAttrs(m map[string]any) []attr {
 func attrMap(as []attr) map[string]any {
 	m := make(map[string]any, len(as))
 	for _, a := range as {
-		m[a.k] = a.v
+		m[a.k.Value()] = a.v
 	}
 	return m
 }
@@ -323,7 +384,7 @@ type entryFields struct {
 
 func (e *cacheEntry) fields() entryFields {
 	return entryFields{
-		id: e.id, user: e.user.user.Load(),
+		id: hexID(&e.key), user: e.user.user.Load(),
 		active: e.active, idle: e.idle, created: e.created, authAt: e.authed, lastSeen: e.lastSeen,
 		ua: e.ua, ip: e.ip, attrs: e.attrs,
 	}
@@ -335,11 +396,11 @@ func (f entryFields) cached() cached { return f.cachedWith(attrMap(f.user.attrs)
 
 // cachedWith is cached with the given user attribute map.
 func (f entryFields) cachedWith(userAttrs map[string]any) cached {
-	out := cached{user: f.user.u}
+	out := cached{user: f.user.user()}
 	out.user.Attributes = userAttrs
 	out.sess = storage.Session{
 		ID:              f.id,
-		UserID:          f.user.u.ID,
+		UserID:          f.user.id(),
 		ActiveExpires:   fromMicros(f.active),
 		IdleExpires:     fromMicros(f.idle),
 		CreatedAt:       fromMicros(f.created),
@@ -358,10 +419,10 @@ func (c *sessionCache) put(k *[32]byte, s storage.Session, u storage.User, fetch
 	if !c.live.Load() || c.gen.Load() != gen0 {
 		return // cheap early out; checked again under the locks
 	}
-	cu := &compactUser{u: u, attrs: toAttrs(u.Attributes)}
-	cu.u.Attributes = nil
+	cu := newCompactUser(&u)
+	uid := cu.id()
 	e := &cacheEntry{
-		key: *k, id: s.ID, fetched: fetched,
+		key: *k, fetched: fetched,
 		active: micros(s.ActiveExpires), idle: micros(s.IdleExpires), created: micros(s.CreatedAt),
 		authed: micros(s.AuthenticatedAt), lastSeen: micros(s.LastSeenAt),
 		ua: unique.Make(s.UserAgent), ip: s.IP, attrs: toAttrs(s.Attributes),
@@ -369,20 +430,20 @@ func (c *sessionCache) put(k *[32]byte, s storage.Session, u storage.User, fetch
 	sh := c.shard(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	us := c.userShard(u.ID)
+	us := c.userShard(uid)
 	us.mu.Lock()
 	// An invalidation bumps gen before it takes either lock.
 	if !c.live.Load() || c.gen.Load() != gen0 {
 		us.mu.Unlock()
 		return
 	}
-	snap := us.m[u.ID]
+	snap := us.m[uid]
 	switch {
 	case snap == nil:
 		snap = &userSnap{}
 		snap.user.Store(cu)
-		us.m[u.ID] = snap
-	case !u.UpdatedAt.Before(snap.user.Load().u.UpdatedAt):
+		us.m[uid] = snap
+	case cu.updated >= snap.user.Load().updated:
 		// The newest read wins: every cached session of the user sees it.
 		snap.user.Store(cu)
 	}
@@ -547,7 +608,7 @@ func (c *sessionCache) remove(sh *cacheShard, e *cacheEntry) {
 	}
 	e.prev, e.next = nil, nil
 	snap := e.user
-	id := snap.user.Load().u.ID
+	id := snap.user.Load().id()
 	us := c.userShard(id)
 	us.mu.Lock()
 	snap.refs--

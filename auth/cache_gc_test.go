@@ -3,6 +3,7 @@ package auth
 import (
 	"crypto/rand"
 	"fmt"
+	"reflect"
 	"runtime"
 	"testing"
 	"time"
@@ -55,4 +56,32 @@ func BenchmarkCacheGC(b *testing.B) {
 	runtime.KeepAlive(c)
 	b.ReportMetric(float64(after.HeapObjects-before.HeapObjects)/n, "objects/session")
 	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "bytes/session")
+}
+
+// TestCompactUser: a cached user comes back as it was stored, whichever
+// optional values it has.
+func TestCompactUser(t *testing.T) {
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	str := func(s string) *string { return &s }
+	full := storage.User{
+		ID: "u1", Username: str("Ann"), Email: str("ann@example.com"), EmailVerifiedAt: &now,
+		Name: str("Ann Ñandú"), Image: str("https://img.example.com/a.png"), WebAuthnHandle: []byte{1, 2, 3},
+		Attributes: map[string]any{"role": "admin", "n": 2.0, "tags": []any{"a"}}, CreatedAt: now.Add(-time.Hour), UpdatedAt: now,
+	}
+	for _, u := range []storage.User{
+		full,
+		{ID: "u2", CreatedAt: now, UpdatedAt: now},
+		{ID: "u3", Email: str(""), Name: str("only a name"), CreatedAt: now, UpdatedAt: now},
+	} {
+		cu := newCompactUser(&u)
+		got := cu.user()
+		got.Attributes = attrMap(cu.attrs)
+		want := u
+		if want.Attributes == nil {
+			want.Attributes = map[string]any{}
+		}
+		if cu.id() != u.ID || !reflect.DeepEqual(got, want) {
+			t.Errorf("round trip of %s:\n got %+v\nwant %+v", u.ID, got, want)
+		}
+	}
 }
