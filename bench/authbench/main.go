@@ -18,7 +18,8 @@
 //	cold      /auth, every request a session the broker has not seen
 //	          (each wrk thread walks its own slice of the tokens once)
 //
-// each after a warm-up, and reads the broker's peak RSS (VmHWM). It prints a
+// each after a warm-up that walks that target's sessions in order (so that
+// every hot session has been seen), and reads the broker's peak RSS (VmHWM). It prints a
 // table with the ratios the README's targets use, and writes it, with the
 // commit, date and machine, to bench/results/<date>-<commit>.md.
 //
