@@ -316,14 +316,14 @@ func (c *sessionCache) get(k *[32]byte, now int64, touchInterval time.Duration) 
 		sh.mu.Unlock()
 		return cached{}, false
 	}
-	if now-e.fetched >= c.ttl || now < e.fetched || e.user.dead.Load() {
+	if c.stale(e, now) {
 		c.remove(sh, e)
 		sh.mu.Unlock()
 		return cached{}, false
 	}
 	sh.touched(e, now)
 	touch := false
-	if touchInterval > 0 && !e.touching && now/1000-e.lastSeen >= touchInterval.Microseconds() {
+	if !e.touching && touchDue(e, now, touchInterval) {
 		e.touching = true
 		touch = true
 	}
@@ -332,6 +332,19 @@ func (c *sessionCache) get(k *[32]byte, now int64, touchInterval time.Duration) 
 	out := f.cached()
 	out.touch = touch
 	return out, true
+}
+
+// stale reports whether e may no longer answer at now (Unix nanoseconds):
+// older than the TTL (or from the future: the clock went back), or its
+// user invalidated.
+func (c *sessionCache) stale(e *cacheEntry, now int64) bool {
+	return now-e.fetched >= c.ttl || now < e.fetched || e.user.dead.Load()
+}
+
+// touchDue reports whether e's last-seen time is touchInterval old at now
+// (no interval: never).
+func touchDue(e *cacheEntry, now int64, touchInterval time.Duration) bool {
+	return touchInterval > 0 && now/1000-e.lastSeen >= touchInterval.Microseconds()
 }
 
 // view returns the shared view of k's entry when the entry can answer on
@@ -347,8 +360,7 @@ func (c *sessionCache) view(k *[32]byte, now int64, touchInterval time.Duration,
 	sh := c.shard(k)
 	sh.mu.Lock()
 	e := sh.find(k)
-	if e == nil || now-e.fetched >= c.ttl || now < e.fetched || e.user.dead.Load() || now/1000 >= e.active ||
-		touchInterval > 0 && now/1000-e.lastSeen >= touchInterval.Microseconds() {
+	if e == nil || c.stale(e, now) || now/1000 >= e.active || touchDue(e, now, touchInterval) {
 		sh.mu.Unlock()
 		return nil
 	}

@@ -162,11 +162,18 @@ type found struct {
 // whose last-seen time is that old claims the last-seen write for this
 // caller (found.touch), so concurrent validations of a busy session write
 // it once.
-func (a *Auth) lookup(ctx context.Context, token string, touchInterval time.Duration) (found, error) {
+//
+// key is the token's cache key when the caller has computed it, or nil.
+func (a *Auth) lookup(ctx context.Context, token string, key *[32]byte, touchInterval time.Duration) (found, error) {
 	if !ValidSessionToken(token) {
 		return found{}, ErrInvalidSessionID
 	}
-	f := found{key: cacheKey(token)}
+	f := found{}
+	if key != nil {
+		f.key = *key
+	} else {
+		f.key = cacheKey(token)
+	}
 	var gen uint64
 	var fetched int64
 	if a.cache != nil {
@@ -205,7 +212,7 @@ func (a *Auth) remember(f *found, s storage.Session) {
 // GetSession returns an active or idle session by its token without
 // resetting it, or ErrInvalidSessionID for a malformed, unknown or dead one.
 func (a *Auth) GetSession(ctx context.Context, token string) (Session, error) {
-	f, err := a.lookup(ctx, token, 0)
+	f, err := a.lookup(ctx, token, nil, 0)
 	if err != nil {
 		return Session{}, err
 	}
@@ -223,7 +230,13 @@ func (a *Auth) GetSession(ctx context.Context, token string) (Session, error) {
 // against the cached snapshot on every call, and the last-seen time is
 // written at most once per TouchInterval whichever path served it.
 func (a *Auth) ValidateSession(ctx context.Context, token string) (Session, error) {
-	f, err := a.lookup(ctx, token, a.opts.TouchInterval)
+	return a.validateSession(ctx, token, nil)
+}
+
+// validateSession is ValidateSession with the token's cache key, when the
+// caller has it (nil otherwise).
+func (a *Auth) validateSession(ctx context.Context, token string, key *[32]byte) (Session, error) {
+	f, err := a.lookup(ctx, token, key, a.opts.TouchInterval)
 	if err != nil {
 		return Session{}, err
 	}
@@ -286,7 +299,7 @@ func (a *Auth) GetAllUserSessions(ctx context.Context, userID string) ([]Session
 // UpdateSessionAttributes merges attrs into a session's attributes (a nil
 // value removes one) and returns the session, or ErrInvalidSessionID.
 func (a *Auth) UpdateSessionAttributes(ctx context.Context, token string, attrs map[string]any) (Session, error) {
-	f, err := a.lookup(ctx, token, 0)
+	f, err := a.lookup(ctx, token, nil, 0)
 	if err != nil {
 		return Session{}, err
 	}

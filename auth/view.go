@@ -62,7 +62,12 @@ func (a *Auth) CachedSessionView(token string) *SessionView {
 		return nil
 	}
 	k := cacheKey(token)
-	return a.cache.view(&k, a.now().UnixNano(), a.opts.TouchInterval, func(c cached) *SessionView {
+	return a.cachedView(token, &k)
+}
+
+// cachedView is CachedSessionView for a well-formed token and its cache key.
+func (a *Auth) cachedView(token string, k *[32]byte) *SessionView {
+	return a.cache.view(k, a.now().UnixNano(), a.opts.TouchInterval, func(c cached) *SessionView {
 		// The view outlives the request: its token must not keep the
 		// request's Cookie header alive.
 		return &SessionView{Session: a.transformSession(c.sess, &c.user, strings.Clone(token), false, a.now().UTC())}
@@ -74,10 +79,19 @@ func (a *Auth) CachedSessionView(token string) *SessionView {
 // own built from ValidateSession's result (which may be Fresh: the session
 // was reset, and the caller sends a new cookie).
 func (a *Auth) ValidateSessionView(ctx context.Context, token string) (*SessionView, error) {
-	if v := a.CachedSessionView(token); v != nil {
+	if a.cache == nil || !ValidSessionToken(token) {
+		s, err := a.ValidateSession(ctx, token)
+		if err != nil {
+			return nil, err
+		}
+		return &SessionView{Session: s}, nil
+	}
+	// One hash of the token serves the cache and, on a miss, the lookup.
+	k := cacheKey(token)
+	if v := a.cachedView(token, &k); v != nil {
 		return v, nil
 	}
-	s, err := a.ValidateSession(ctx, token)
+	s, err := a.validateSession(ctx, token, &k)
 	if err != nil {
 		return nil, err
 	}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"log/slog"
 	"maps"
 	"net/http"
 	"net/url"
@@ -46,20 +44,14 @@ func (s *Server) serveForwardAuth(w http.ResponseWriter, r *http.Request) {
 	w.Header()["X-Request-Id"] = []string{id}
 	defer func() {
 		if p := recover(); p != nil {
-			if p == http.ErrAbortHandler {
-				panic(p)
-			}
-			s.log.Error("panic", "request_id", id, "panic", fmt.Sprint(p))
-			s.writeError(w, r, newError(http.StatusServiceUnavailable, CodeServiceUnavailable, "the service is temporarily unavailable"))
+			s.answerPanic(w, r, id, p)
 			s.opts.Metrics.request(forwardAuthRoute, http.StatusServiceUnavailable, time.Since(start))
 		}
 	}()
 	status := s.forwardAuth(w, r, id)
 	d := time.Since(start)
 	s.opts.Metrics.forwardAuth(status, d)
-	if s.log.Enabled(r.Context(), slog.LevelDebug) {
-		s.log.Debug("request", "request_id", id, "method", r.Method, "path", r.URL.Path, "status", status, "duration", d)
-	}
+	s.logRequest(r, id, status, d)
 }
 
 // forwardAuth answers /auth and returns the status it answered.

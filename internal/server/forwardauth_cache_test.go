@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/brokerauth/broker/auth"
 	"github.com/brokerauth/broker/internal/rules"
@@ -242,6 +243,16 @@ func TestSessionCached(t *testing.T) {
 		if r := b.getJSON("/session"); !strings.Contains(r.Body(), `"role":"viewer"`) {
 			t.Fatalf("/session after the change: %s", r.body)
 		}
+	}
+	// A session that time made idle is reset, with a new cookie, cache or not.
+	cached.clock.Advance(auth.DefaultActivePeriod + time.Minute)
+	r := b.getJSON("/session")
+	if c := r.cookie("auth_session"); r.StatusCode != http.StatusOK || c == nil || c.Value == "" ||
+		!strings.Contains(r.Body(), `"fresh":true`) {
+		t.Fatalf("/session of an idle cached session: %d, cookie %v, %s", r.StatusCode, c, r.body)
+	}
+	if r := b.getJSON("/session"); r.StatusCode != http.StatusOK || r.cookie("auth_session") != nil {
+		t.Fatalf("/session after the reset: %d %v", r.StatusCode, r.Header.Values("Set-Cookie"))
 	}
 
 	// The same body as a broker without the cache gives.

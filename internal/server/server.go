@@ -279,6 +279,23 @@ func (s *Server) currentSession(w http.ResponseWriter, r *http.Request) (*auth.S
 	return &sess, nil
 }
 
+// currentView is currentSession for callers that only read the session:
+// the view may be the session cache's, shared with other requests.
+func (s *Server) currentView(w http.ResponseWriter, r *http.Request) (*auth.SessionView, error) {
+	token, src := s.auth.Token(r)
+	if src == auth.TokenNone {
+		return nil, auth.ErrInvalidSessionID
+	}
+	v, err := s.auth.ValidateSessionView(r.Context(), token)
+	if err != nil {
+		return nil, err
+	}
+	if v.Session.Fresh && src == auth.TokenCookie {
+		http.SetCookie(w, s.auth.CreateSessionCookie(&v.Session))
+	}
+	return v, nil
+}
+
 // sessionBody is the JSON shape of /session and of login answers.
 type sessionBody struct {
 	User       auth.User      `json:"user"`
@@ -293,25 +310,19 @@ func (s *Server) sessionBody(ctx context.Context, sess *auth.Session) sessionBod
 }
 
 func (s *Server) handleSession(w http.ResponseWriter, r *http.Request) {
-	// A session the cache answers for has its body kept with its view.
-	if token, src := s.auth.Token(r); src != auth.TokenNone && !s.opts.ClaimsPerRequest {
-		if v := s.auth.CachedSessionView(token); v != nil {
-			if body, err := s.sessionJSON(r.Context(), v); err == nil {
-				h := w.Header()
-				h.Set("Content-Type", "application/json")
-				h.Set("Cache-Control", "no-store")
-				w.WriteHeader(http.StatusOK)
-				_, _ = w.Write(body)
-				return
-			}
-		}
-	}
-	sess, err := s.currentSession(w, r)
+	v, err := s.currentView(w, r)
 	if err != nil {
 		s.writeJSONError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, s.sessionBody(r.Context(), sess))
+	// A session the cache answers for has its body kept with its view.
+	if v.Shared() && !s.opts.ClaimsPerRequest {
+		if body, err := s.sessionJSON(r.Context(), v); err == nil {
+			writeJSONBody(w, http.StatusOK, body)
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, s.sessionBody(r.Context(), &v.Session))
 }
 
 // writeJSONError is writeError for endpoints that always speak JSON.
@@ -405,11 +416,17 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		}
 		d := time.Since(start)
 		s.opts.Metrics.request(r.Pattern, status, d)
-		if s.log.Enabled(r.Context(), slog.LevelDebug) {
-			s.log.Debug("request", "request_id", id, "method", r.Method, "path", r.URL.Path,
-				"status", status, "duration", d)
-		}
+		s.logRequest(r, id, status, d)
 	})
+}
+
+// logRequest writes the debug line of a finished request (method, path
+// without the query, status, time).
+func (s *Server) logRequest(r *http.Request, id string, status int, d time.Duration) {
+	if s.log.Enabled(r.Context(), slog.LevelDebug) {
+		s.log.Debug("request", "request_id", id, "method", r.Method, "path", r.URL.Path,
+			"status", status, "duration", d)
+	}
 }
 
 // recoverPanics turns a panic into a logged 503 without a stack trace for
@@ -418,15 +435,21 @@ func (s *Server) recoverPanics(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer func() {
 			if v := recover(); v != nil {
-				if v == http.ErrAbortHandler {
-					panic(v)
-				}
-				s.log.Error("panic", "request_id", requestID(r.Context()), "panic", fmt.Sprint(v))
-				s.writeError(w, r, newError(http.StatusServiceUnavailable, CodeServiceUnavailable, "the service is temporarily unavailable"))
+				s.answerPanic(w, r, requestID(r.Context()), v)
 			}
 		}()
 		next.ServeHTTP(w, r)
 	})
+}
+
+// answerPanic logs a recovered panic v and answers 503 without its detail;
+// http.ErrAbortHandler goes on up, as net/http expects.
+func (s *Server) answerPanic(w http.ResponseWriter, r *http.Request, id string, v any) {
+	if v == http.ErrAbortHandler {
+		panic(v)
+	}
+	s.log.Error("panic", "request_id", id, "panic", fmt.Sprint(v))
+	s.writeError(w, r, newError(http.StatusServiceUnavailable, CodeServiceUnavailable, "the service is temporarily unavailable"))
 }
 
 // limitBody caps request bodies at MaxBodyBytes.
