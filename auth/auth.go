@@ -77,7 +77,10 @@ type Options struct {
 	// reads the database again (default DefaultCacheTTL). Invalidations
 	// normally remove entries long before; the TTL bounds how long a
 	// change that bypassed them (a lost notification, a row edited by
-	// hand) can go unseen.
+	// hand) can go unseen. A session whose shared view
+	// ([Auth.CachedSessionView]) is in use is re-read in the background
+	// from three quarters of the TTL, so that it stays cached; its snapshot
+	// is never used past the TTL all the same.
 	CacheTTL time.Duration
 	// Invalidations, when not nil, publishes every change that a cached
 	// session in another process would otherwise hide: ended sessions,
@@ -97,6 +100,10 @@ type Auth struct {
 	origins originPolicy
 	cop     *http.CrossOriginProtection
 	cache   *sessionCache // nil when Options.CacheSize is 0
+	// refreshes holds a token per background refresh in flight (see
+	// refreshAhead); refreshed, when set (tests), runs after each.
+	refreshes chan struct{}
+	refreshed func()
 }
 
 // New returns an Auth over store. It fails only on malformed options
@@ -129,6 +136,7 @@ func New(store storage.Store, opts Options) (*Auth, error) {
 	a := &Auth{store: store, opts: opts, now: opts.Now, pw: opts.Passwords}
 	if opts.CacheSize > 0 {
 		a.cache = newSessionCache(opts.CacheSize, opts.CacheTTL)
+		a.refreshes = make(chan struct{}, maxRefreshes)
 	}
 	if a.now == nil {
 		a.now = time.Now

@@ -21,6 +21,12 @@ const (
 	// validation reads the database again.
 	DefaultCacheTTL = 10 * time.Second
 	cacheShards     = 64
+	// A snapshot in use is re-read in the background once it is
+	// refreshNum/refreshDen of the TTL old (see Auth.refreshAhead), by at
+	// most maxRefreshes reads at a time, each given refreshTimeout.
+	refreshNum, refreshDen = 3, 4
+	maxRefreshes           = 4
+	refreshTimeout         = 5 * time.Second
 )
 
 // Invalidation names what other processes must drop from their session
@@ -77,6 +83,7 @@ type Invalidations interface {
 // invalidation feed is down) the cache is empty and bypassed.
 type sessionCache struct {
 	ttl      int64 // nanoseconds
+	refresh  int64 // age (nanoseconds) from which a used snapshot is re-read ahead
 	perShard int
 	gen      atomic.Uint64
 	live     atomic.Bool
@@ -215,6 +222,9 @@ type cacheEntry struct {
 	// touching is set while one validation writes the last-seen time, so
 	// concurrent ones do not write it too.
 	touching bool
+	// refreshing is set while a background read renews the entry (see
+	// Auth.refreshAhead), so that one read is started per entry.
+	refreshing bool
 
 	idle, created, authed int64
 	ua                    unique.Handle[string] // user agents repeat: keep one copy
@@ -224,7 +234,10 @@ type cacheEntry struct {
 }
 
 func newSessionCache(size int, ttl time.Duration) *sessionCache {
-	c := &sessionCache{ttl: int64(ttl), perShard: (size + cacheShards - 1) / cacheShards}
+	c := &sessionCache{
+		ttl: int64(ttl), refresh: int64(ttl) / refreshDen * refreshNum,
+		perShard: (size + cacheShards - 1) / cacheShards,
+	}
 	for i := range c.shards {
 		c.shards[i].m = make(map[uint64]*cacheEntry)
 		c.users[i].m = make(map[string]*userSnap)
@@ -351,23 +364,27 @@ func touchDue(e *cacheEntry, now int64, touchInterval time.Duration) bool {
 // its own (see [Auth.CachedSessionView]): young enough, its user not
 // invalidated, the session active and no last-seen write due. It builds the
 // view with build on first use and after each change to the entry or its
-// user snapshot. It never evicts, claims nothing and leaves every other
-// case to get.
-func (c *sessionCache) view(k *[32]byte, now int64, touchInterval time.Duration, build func(cached) *SessionView) *SessionView {
+// user snapshot. It never evicts and leaves every other case to get. It
+// claims the entry's refresh (refresh is true: the caller starts it) when
+// the snapshot is old enough and nobody else is renewing it.
+func (c *sessionCache) view(k *[32]byte, now int64, touchInterval time.Duration, build func(cached) *SessionView) (_ *SessionView, refresh bool) {
 	if !c.live.Load() {
-		return nil
+		return nil, false
 	}
 	sh := c.shard(k)
 	sh.mu.Lock()
 	e := sh.find(k)
 	if e == nil || c.stale(e, now) || now/1000 >= e.active || touchDue(e, now, touchInterval) {
 		sh.mu.Unlock()
-		return nil
+		return nil, false
 	}
 	sh.touched(e, now)
+	if !e.refreshing && now-e.fetched >= c.refresh {
+		e.refreshing, refresh = true, true
+	}
 	if v := e.view; v != nil && v.user == e.user.user.Load() {
 		sh.mu.Unlock()
-		return v
+		return v, refresh
 	}
 	f, seq := e.fields(), e.seq
 	sh.mu.Unlock()
@@ -381,7 +398,7 @@ func (c *sessionCache) view(k *[32]byte, now int64, touchInterval time.Duration,
 		e.view = v
 	}
 	sh.mu.Unlock()
-	return v
+	return v, refresh
 }
 
 // entryFields are an entry's values, copied under its shard's lock.
@@ -425,11 +442,12 @@ func (f entryFields) cachedWith(userAttrs map[string]any) cached {
 	return out
 }
 
-// put caches a session read from the database when no invalidation or
-// flush happened since gen0 was read.
-func (c *sessionCache) put(k *[32]byte, s storage.Session, u storage.User, fetched int64, gen0 uint64) {
+// put caches a session read from the database, replacing k's entry, when
+// no invalidation or flush happened since gen0 was read. It reports whether
+// it did.
+func (c *sessionCache) put(k *[32]byte, s storage.Session, u storage.User, fetched int64, gen0 uint64) bool {
 	if !c.live.Load() || c.gen.Load() != gen0 {
-		return // cheap early out; checked again under the locks
+		return false // cheap early out; checked again under the locks
 	}
 	cu := newCompactUser(&u)
 	uid := cu.id()
@@ -447,7 +465,7 @@ func (c *sessionCache) put(k *[32]byte, s storage.Session, u storage.User, fetch
 	// An invalidation bumps gen before it takes either lock.
 	if !c.live.Load() || c.gen.Load() != gen0 {
 		us.mu.Unlock()
-		return
+		return false
 	}
 	snap := us.m[uid]
 	switch {
@@ -479,6 +497,7 @@ func (c *sessionCache) put(k *[32]byte, s storage.Session, u storage.User, fetch
 	if sh.tail == nil {
 		sh.tail = e
 	}
+	return true
 }
 
 // update records a write validation made (a touch or a reset) on the entry
@@ -492,6 +511,18 @@ func (c *sessionCache) update(k *[32]byte, activeExpires, idleExpires, lastSeen 
 		e.touching = false
 		e.view = nil
 		e.seq++
+	}
+}
+
+// unclaimRefresh gives up k's refresh claim when its read failed or was
+// not kept: a later hit may try again, and meanwhile the snapshot answers
+// until its TTL as before.
+func (c *sessionCache) unclaimRefresh(k *[32]byte) {
+	sh := c.shard(k)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if e := sh.find(k); e != nil {
+		e.refreshing = false
 	}
 }
 

@@ -205,7 +205,7 @@ func (a *Auth) lookup(ctx context.Context, token string, key *[32]byte, touchInt
 // with the cache off.
 func (a *Auth) remember(f *found, s storage.Session) {
 	if a.cache != nil && !f.hit {
-		a.cache.put(&f.key, s, f.u, f.fetched, f.gen)
+		_ = a.cache.put(&f.key, s, f.u, f.fetched, f.gen)
 	}
 }
 

@@ -2,8 +2,11 @@ package auth
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync/atomic"
+
+	"github.com/brokerauth/broker/storage"
 )
 
 // SessionView is a validated session that may be shared between callers:
@@ -67,11 +70,55 @@ func (a *Auth) CachedSessionView(token string) *SessionView {
 
 // cachedView is CachedSessionView for a well-formed token and its cache key.
 func (a *Auth) cachedView(token string, k *[32]byte) *SessionView {
-	return a.cache.view(k, a.now().UnixNano(), a.opts.TouchInterval, func(c cached) *SessionView {
+	v, refresh := a.cache.view(k, a.now().UnixNano(), a.opts.TouchInterval, func(c cached) *SessionView {
 		// The view outlives the request: its token must not keep the
 		// request's Cookie header alive.
 		return &SessionView{Session: a.transformSession(c.sess, &c.user, strings.Clone(token), false, a.now().UTC())}
 	})
+	if refresh {
+		a.refreshAhead(*k)
+	}
+	return v
+}
+
+// refreshAhead renews the cached snapshot of k in the background: a
+// session in use is re-read once its snapshot is three quarters of the TTL
+// old, so that a busy session never drops out of the cache and none of its
+// requests waits on the database. The snapshot in hand keeps answering
+// meanwhile, never past its TTL, so staleness is bounded as without
+// refresh. At most maxRefreshes reads run at once; past that, or when a
+// read fails (the database is down), the claim is given up and a later
+// hit tries again. A read that races with an invalidation is not kept (see
+// sessionCache.put); a session gone from the database leaves the cache.
+func (a *Auth) refreshAhead(k [32]byte) {
+	select {
+	case a.refreshes <- struct{}{}:
+	default:
+		a.cache.unclaimRefresh(&k)
+		return
+	}
+	go func() {
+		defer func() {
+			if a.refreshed != nil {
+				a.refreshed()
+			}
+			<-a.refreshes
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), refreshTimeout)
+		defer cancel()
+		gen, fetched := a.cache.gen.Load(), a.now().UnixNano()
+		s, u, err := a.store.GetSessionAndUser(ctx, hexID(&k))
+		switch {
+		case errors.Is(err, storage.ErrNotFound):
+			a.cache.drop(&k)
+		case err != nil:
+			a.cache.unclaimRefresh(&k)
+		case stateAt(a.now().UTC(), s.ActiveExpires, s.IdleExpires) == StateDead:
+			a.cache.drop(&k)
+		case !a.cache.put(&k, s, u, fetched, gen):
+			a.cache.unclaimRefresh(&k)
+		}
+	}()
 }
 
 // ValidateSessionView is [Auth.ValidateSession] returning a view: the

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/brokerauth/broker/auth"
+	"github.com/brokerauth/broker/storage"
 	"github.com/brokerauth/broker/storage/storagetest"
 )
 
@@ -188,4 +189,126 @@ func TestSessionViewRace(t *testing.T) {
 		}
 	}
 	wg.Wait()
+}
+
+// TestSessionViewRefresh: a shared view in use is renewed in the
+// background from three quarters of the TTL, so that a busy session never
+// drops out of the cache; the old snapshot answers meanwhile, and never
+// past its TTL; a failed, raced or obsolete read is not kept.
+func TestSessionViewRefresh(t *testing.T) {
+	t.Parallel()
+	e := newCacheEnv(t, storagetest.OpenSQLite(t), nil, auth.Options{CacheTTL: 4 * time.Second, TouchInterval: time.Hour})
+	refreshed := make(chan struct{}, 8)
+	auth.SetRefreshed(e.a, func() { refreshed <- struct{}{} })
+	ctx := context.Background()
+	u, s := e.session(t, map[string]any{"role": "admin"})
+	waitRefresh := func() {
+		t.Helper()
+		select {
+		case <-refreshed:
+		case <-time.After(30 * time.Second): // a guard, not a synchronisation
+			t.Fatal("no background refresh finished")
+		}
+	}
+	noRefresh := func(why string) {
+		t.Helper()
+		if n := auth.RefreshesInFlight(e.a); n != 0 || len(refreshed) != 0 {
+			t.Fatalf("%s: a refresh started (%d in flight, %d done)", why, n, len(refreshed))
+		}
+	}
+	view := func(why string) *auth.SessionView {
+		t.Helper()
+		v := e.a.CachedSessionView(s.Token)
+		if v == nil {
+			t.Fatalf("%s: no view", why)
+		}
+		return v
+	}
+	setRole := func(role string) {
+		t.Helper()
+		// Behind the cache's back: no invalidation is published.
+		if _, err := e.st.UpdateUser(ctx, u.ID, func(u *storage.User) error {
+			u.Attributes = map[string]any{"role": role}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	e.wantValid(t, s.Token)
+	v1 := view("just validated")
+	e.clock.Advance(2999 * time.Millisecond)
+	if view("before three quarters of the TTL") != v1 {
+		t.Fatal("view changed without a change")
+	}
+	noRefresh("before three quarters of the TTL")
+
+	// From 3 s (of 4): the snapshot in hand answers and one read renews it.
+	setRole("viewer")
+	e.clock.Advance(time.Millisecond)
+	if v := view("at three quarters of the TTL"); v != v1 || v.Session.User.Attributes["role"] != "admin" {
+		t.Fatalf("the old snapshot should answer while the refresh runs: %+v", v.Session.User.Attributes)
+	}
+	waitRefresh()
+	e.wantLookups(t, 2, "one refresh")
+	v2 := view("after the refresh")
+	if v2 == v1 || v2.Session.User.Attributes["role"] != "viewer" {
+		t.Fatalf("after the refresh: role %v; want the renewed snapshot's viewer", v2.Session.User.Attributes["role"])
+	}
+	noRefresh("a renewed snapshot")
+	e.clock.Advance(1500 * time.Millisecond) // past the first read's TTL
+	view("past the first read's TTL, within the refresh's")
+	noRefresh("1.5 s into the renewed snapshot")
+	e.wantLookups(t, 2, "hits after the refresh")
+
+	// The database is down: the read fails, the snapshot answers until
+	// its TTL and no further, and each later hit tries again.
+	e.cs.down.Store(true)
+	e.clock.Advance(1500 * time.Millisecond) // 3 s into the renewed snapshot
+	view("refresh due, database down")
+	waitRefresh()
+	e.wantLookups(t, 3, "a failed refresh")
+	e.clock.Advance(500 * time.Millisecond)
+	view("after a failed refresh")
+	waitRefresh()
+	e.wantLookups(t, 4, "the claim of a failed refresh given up")
+	e.clock.Advance(500 * time.Millisecond) // 4 s: the TTL
+	if v := e.a.CachedSessionView(s.Token); v != nil {
+		t.Fatal("a snapshot answered at its TTL because its refreshes failed")
+	}
+	e.cs.down.Store(false)
+
+	// A read that races with an invalidation is not kept.
+	e.wantValid(t, s.Token)
+	e.clock.Advance(3 * time.Second)
+	hold, reading := make(chan struct{}), make(chan struct{})
+	e.cs.mu.Lock()
+	e.cs.hold, e.cs.reading = hold, reading
+	e.cs.mu.Unlock()
+	view("refresh due, to be raced")
+	<-reading
+	if _, err := e.a.UpdateUserAttributes(ctx, u.ID, map[string]any{"role": "owner"}); err != nil {
+		t.Fatal(err)
+	}
+	close(hold)
+	waitRefresh()
+	if v := e.a.CachedSessionView(s.Token); v != nil {
+		t.Fatalf("a refresh that read before an invalidation was kept: role %v", v.Session.User.Attributes["role"])
+	}
+	if v, err := e.a.ValidateSessionView(ctx, s.Token); err != nil || v.Session.User.Attributes["role"] != "owner" {
+		t.Fatalf("after the raced refresh: %+v, %v; want role owner", v, err)
+	}
+
+	// A session deleted behind the cache's back leaves it at its refresh,
+	// before its TTL.
+	if err := e.st.DeleteSession(ctx, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(3 * time.Second)
+	view("refresh due, session deleted")
+	waitRefresh()
+	if v := e.a.CachedSessionView(s.Token); v != nil {
+		t.Fatal("a session the refresh found deleted still answers")
+	}
+	e.wantInvalid(t, s.Token, "deleted, after the refresh")
 }
