@@ -47,10 +47,13 @@ type Options struct {
 	// parameters (DefaultArgon2Params) and a concurrency cap of GOMAXPROCS.
 	Passwords *PasswordHasher
 	// UserAttributes shapes User.Attributes from the stored user (Lucia's
-	// getUserAttributes). Nil copies the stored attributes.
+	// getUserAttributes). Nil copies the stored attributes. It must not
+	// modify the user it is given, whose attribute map the session cache
+	// may share between calls; it may return that map.
 	UserAttributes func(storage.User) map[string]any
 	// SessionAttributes shapes Session.Attributes from the stored session
 	// (Lucia's getSessionAttributes). Nil copies the stored attributes.
+	// It must not modify the session it is given (see UserAttributes).
 	SessionAttributes func(storage.Session) map[string]any
 	// Origin is the broker's own origin ("https://auth.example.com"), trusted
 	// by ValidateRequestOrigin. Empty means the request's own host.

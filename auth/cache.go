@@ -128,9 +128,17 @@ type compactUser struct {
 	verified, created, updated int64
 	handle                     []byte // WebAuthnHandle
 	attrs                      []attr
-	// shared is the attributes as a map for shared views (read-only), built
-	// on first use.
-	shared atomic.Pointer[map[string]any]
+	// shared is the user for shared views (read-only, attributes included),
+	// built on first use: the views of one snapshot share its values.
+	shared atomic.Pointer[sharedUser]
+}
+
+// sharedUser is a user for shared views in one allocation: the user's
+// pointers point into it.
+type sharedUser struct {
+	u        storage.User
+	strs     [4]string // username, email, name, image
+	verified time.Time
 }
 
 // Bits of compactUser.has.
@@ -189,15 +197,35 @@ func (cu *compactUser) user() storage.User {
 	return u
 }
 
-// sharedAttrs returns the map of cu's attributes that its views share.
-func (cu *compactUser) sharedAttrs() map[string]any {
-	if m := cu.shared.Load(); m != nil {
-		return *m
+// sharedUser returns the user that cu's views share: its pointers and
+// attribute map are built once per snapshot, so that a view costs the heap
+// (and every GC cycle) no objects of its own for its user.
+func (cu *compactUser) sharedUser() storage.User {
+	if su := cu.shared.Load(); su != nil {
+		return su.u
 	}
-	m := attrMap(cu.attrs)
-	cu.shared.CompareAndSwap(nil, &m)
-	return *cu.shared.Load()
+	su := &sharedUser{}
+	su.u = storage.User{
+		ID: cu.id(), WebAuthnHandle: cu.handle, CreatedAt: fromMicros(cu.created), UpdatedAt: fromMicros(cu.updated),
+		Attributes: attrMap(cu.attrs),
+	}
+	for i, p := range []**string{&su.u.Username, &su.u.Email, &su.u.Name, &su.u.Image} {
+		if cu.has&(1<<i) != 0 {
+			su.strs[i] = cu.str(i + 1)
+			*p = &su.strs[i]
+		}
+	}
+	if cu.has&hasVerified != 0 {
+		su.verified = fromMicros(cu.verified)
+		su.u.EmailVerifiedAt = &su.verified
+	}
+	cu.shared.CompareAndSwap(nil, su)
+	return cu.shared.Load().u
 }
+
+// noAttrs is the attribute map of every shared view of a session without
+// attributes (read-only, as shared views are).
+var noAttrs = map[string]any{}
 
 type attr struct {
 	k unique.Handle[string]
@@ -342,6 +370,7 @@ func (c *sessionCache) get(k *[32]byte, now int64, touchInterval time.Duration) 
 	}
 	f := e.fields()
 	sh.mu.Unlock()
+	f.id = hexID(k)
 	out := f.cached()
 	out.touch = touch
 	return out, true
@@ -390,7 +419,7 @@ func (c *sessionCache) view(k *[32]byte, now int64, touchInterval time.Duration,
 	sh.mu.Unlock()
 
 	// Built outside the lock: build runs the deployment's attribute hooks.
-	cd := f.cachedWith(f.user.sharedAttrs())
+	cd := f.sharedCached()
 	v := build(cd)
 	v.user = f.user
 	sh.mu.Lock()
@@ -413,7 +442,7 @@ type entryFields struct {
 
 func (e *cacheEntry) fields() entryFields {
 	return entryFields{
-		id: hexID(&e.key), user: e.user.user.Load(),
+		user:   e.user.user.Load(),
 		active: e.active, idle: e.idle, created: e.created, authAt: e.authed, lastSeen: e.lastSeen,
 		ua: e.ua, ip: e.ip, attrs: e.attrs,
 	}
@@ -421,13 +450,27 @@ func (e *cacheEntry) fields() entryFields {
 
 // cached rebuilds the stored session and user, with attribute maps of the
 // caller's own.
-func (f entryFields) cached() cached { return f.cachedWith(attrMap(f.user.attrs)) }
-
-// cachedWith is cached with the given user attribute map.
-func (f entryFields) cachedWith(userAttrs map[string]any) cached {
+func (f entryFields) cached() cached {
 	out := cached{user: f.user.user()}
-	out.user.Attributes = userAttrs
-	out.sess = storage.Session{
+	out.user.Attributes = attrMap(f.user.attrs)
+	out.sess = f.session(attrMap(f.attrs))
+	return out
+}
+
+// sharedCached is cached for a shared view: the user snapshot's shared
+// user, and noAttrs for a session without attributes. Its session has no
+// ID: the view's builder sets it (see Auth.cachedView).
+func (f entryFields) sharedCached() cached {
+	attrs := noAttrs
+	if len(f.attrs) > 0 {
+		attrs = attrMap(f.attrs)
+	}
+	return cached{user: f.user.sharedUser(), sess: f.session(attrs)}
+}
+
+// session rebuilds the stored session with the given attribute map.
+func (f entryFields) session(attrs map[string]any) storage.Session {
+	return storage.Session{
 		ID:              f.id,
 		UserID:          f.user.id(),
 		ActiveExpires:   fromMicros(f.active),
@@ -437,9 +480,8 @@ func (f entryFields) cachedWith(userAttrs map[string]any) cached {
 		LastSeenAt:      fromMicros(f.lastSeen),
 		UserAgent:       f.ua.Value(),
 		IP:              f.ip,
-		Attributes:      attrMap(f.attrs),
+		Attributes:      attrs,
 	}
-	return out
 }
 
 // put caches a session read from the database, replacing k's entry, when

@@ -12,9 +12,11 @@ import (
 )
 
 // fillCache puts n sessions of n distinct users, shaped like a broker's
-// (email, name, verified, one attribute, a user agent and IP), into c.
-func fillCache(c *sessionCache, n int) {
+// (email, name, verified, one attribute, a user agent and IP), into c, and
+// returns their keys.
+func fillCache(c *sessionCache, n int) [][32]byte {
 	now := time.Now().UTC()
+	keys := make([][32]byte, 0, n)
 	for i := range n {
 		var k [32]byte
 		_, _ = rand.Read(k[:])
@@ -30,7 +32,9 @@ func fillCache(c *sessionCache, n int) {
 			IP:        fmt.Sprintf("192.0.2.%d", i%250+1), Attributes: map[string]any{},
 		}
 		c.put(&k, s, u, now.UnixNano(), c.gen.Load())
+		keys = append(keys, k)
 	}
+	return keys
 }
 
 // BenchmarkCacheGC measures what a full session cache costs the garbage
@@ -38,13 +42,34 @@ func fillCache(c *sessionCache, n int) {
 // distinct users, and the heap objects each cached session keeps (reported
 // as objects/session). Every object is marked on every cycle, so the fewer,
 // the cheaper each GC cycle of a busy broker.
+//
+// In "views", every cached session also has its shared view, as the
+// sessions that /auth serves repeatedly do.
 func BenchmarkCacheGC(b *testing.B) {
+	b.Run("entries", func(b *testing.B) { benchmarkCacheGC(b, false) })
+	b.Run("views", func(b *testing.B) { benchmarkCacheGC(b, true) })
+}
+
+func benchmarkCacheGC(b *testing.B, views bool) {
 	const n = 32768
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	c := newSessionCache(n, time.Hour)
-	fillCache(c, n)
+	keys := fillCache(c, n)
+	if views {
+		a := &Auth{now: time.Now, opts: Options{TouchInterval: time.Hour}, cache: c}
+		built := 0
+		for _, k := range keys {
+			if a.cachedView(GenerateSessionToken(), &k) != nil {
+				built++
+			}
+		}
+		if built != c.len() {
+			b.Fatalf("%d views of %d cached sessions", built, c.len())
+		}
+	}
+	keys = nil
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	if got := c.len(); got < n*9/10 {
@@ -82,6 +107,14 @@ func TestCompactUser(t *testing.T) {
 		}
 		if cu.id() != u.ID || !reflect.DeepEqual(got, want) {
 			t.Errorf("round trip of %s:\n got %+v\nwant %+v", u.ID, got, want)
+		}
+		// Shared views get the same values, built once.
+		shared, again := cu.sharedUser(), cu.sharedUser()
+		if !reflect.DeepEqual(shared, want) {
+			t.Errorf("shared user of %s:\n got %+v\nwant %+v", u.ID, shared, want)
+		}
+		if shared.Email != again.Email || reflect.ValueOf(shared.Attributes).Pointer() != reflect.ValueOf(again.Attributes).Pointer() {
+			t.Errorf("shared user of %s built twice", u.ID)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"strings"
 	"sync/atomic"
@@ -72,8 +73,17 @@ func (a *Auth) CachedSessionView(token string) *SessionView {
 func (a *Auth) cachedView(token string, k *[32]byte) *SessionView {
 	v, refresh := a.cache.view(k, a.now().UnixNano(), a.opts.TouchInterval, func(c cached) *SessionView {
 		// The view outlives the request: its token must not keep the
-		// request's Cookie header alive.
-		return &SessionView{Session: a.transformSession(c.sess, &c.user, strings.Clone(token), false, a.now().UTC())}
+		// request's Cookie header alive. The session id and the token
+		// share one allocation.
+		var b strings.Builder
+		b.Grow(hex.EncodedLen(len(k)) + len(token))
+		var id [2 * len(k)]byte
+		hex.Encode(id[:], k[:])
+		b.Write(id[:])
+		b.WriteString(token)
+		idTok := b.String()
+		c.sess.ID = idTok[:len(id)]
+		return &SessionView{Session: a.transformSession(c.sess, &c.user, idTok[len(id):], false, a.now().UTC())}
 	})
 	if refresh {
 		a.refreshAhead(*k)

@@ -192,7 +192,7 @@ func (s *Server) fillForwardAnswer(ctx context.Context, sess *auth.Session, a *f
 		names, vals = append(names, HeaderEmail), append(vals, *sess.User.Email)
 	}
 	for _, k := range slices.Sorted(maps.Keys(claims)) {
-		names = append(names, http.CanonicalHeaderKey(rules.HeaderName(k)))
+		names = append(names, s.claimHeader(k))
 		vals = append(vals, rules.HeaderValue(claims[k]))
 	}
 	names, vals = append(names, "Cache-Control"), append(vals, "no-store")
@@ -212,6 +212,24 @@ func (s *Server) fillForwardAnswer(ctx context.Context, sess *auth.Session, a *f
 		backing[i], all = all[:n], all[n:]
 		a.headers = append(a.headers, headerField{name, backing[i : i+1 : i+1]})
 	}
+}
+
+// maxClaimHeaders bounds Server.claimHeaders.
+const maxClaimHeaders = 256
+
+// claimHeader returns the header that carries claim k, e.g.
+// X-Auth-Claim-Is-Admin for is_admin.
+func (s *Server) claimHeader(k string) string {
+	if h, ok := s.claimHeaders.Load(k); ok {
+		return h.(string)
+	}
+	h := http.CanonicalHeaderKey(rules.HeaderName(k))
+	// Claim names normally come from the configuration; a Claims function
+	// that makes them up does not grow the map past a bound.
+	if s.nClaimHeads.Add(1) <= maxClaimHeaders {
+		s.claimHeaders.Store(strings.Clone(k), h)
+	}
+	return h
 }
 
 // forwardAllowed applies the access rules (Options.Access) to the request

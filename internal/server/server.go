@@ -21,6 +21,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/brokerauth/broker/auth"
@@ -125,6 +127,10 @@ type Server struct {
 	loginParts   []func(r *http.Request, redirectTo string) template.HTML
 	accountParts []func(r *http.Request, s *auth.Session) template.HTML
 	auditMetrics *auditMetrics // audit.go; nil without metrics
+	// claimHeaders maps a claim name to its /auth header name, so that
+	// the answers kept with session views share one copy of each.
+	claimHeaders sync.Map
+	nClaimHeads  atomic.Int32
 }
 
 // New returns a Server.
