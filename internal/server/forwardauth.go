@@ -302,6 +302,12 @@ func (s *Server) forwardAnonymous(w http.ResponseWriter, r *http.Request) {
 			target += "?redirect_to=" + url.QueryEscape(orig)
 		}
 		w.Header().Set("Cache-Control", "no-store")
+		// A cookie here is a dead session's (there is no valid one): the
+		// proxy shows this answer to the browser, so drop it, as the 401
+		// answer does.
+		if _, src := s.auth.Token(r); src == auth.TokenCookie {
+			http.SetCookie(w, s.auth.CreateSessionCookie(nil))
+		}
 		http.Redirect(w, r, target, http.StatusFound)
 		return
 	}

@@ -67,6 +67,23 @@ func TestForwardAuthAnonymous(t *testing.T) {
 		if got := r.Header.Get("Location"); got != tc.want {
 			t.Errorf("%s: /auth?redirect=1 Location: got %q; want %q", tc.name, got, tc.want)
 		}
+		if sc := r.Header.Values("Set-Cookie"); len(sc) != 0 {
+			t.Errorf("%s: /auth?redirect=1 without a cookie set cookies: %q", tc.name, sc)
+		}
+	}
+
+	// A dead session's cookie is dropped with the redirect, as with the 401.
+	for _, path := range []string{"/auth?redirect=1", "/auth"} {
+		r := b.get(path, merge(proxied("https", "app.example.com", "/x"),
+			map[string]string{"Cookie": "auth_session=" + auth.GenerateSessionToken()}))
+		var dropped bool
+		for _, c := range r.Cookies() {
+			dropped = dropped || (c.Name == "auth_session" && c.Value == "" && c.MaxAge < 0)
+		}
+		if !dropped {
+			t.Errorf("%s with an unknown session cookie: %d, Set-Cookie %q; want the cookie dropped",
+				path, r.StatusCode, r.Header.Values("Set-Cookie"))
+		}
 	}
 }
 
