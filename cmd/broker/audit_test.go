@@ -160,3 +160,36 @@ func TestCLIUsersDeleteAudited(t *testing.T) {
 		t.Errorf("the audit event names the deleted user: %s", out)
 	}
 }
+
+// TestCLISessionsRevokeAudited: `sessions revoke` and `revoke-all` record
+// session.revoked by the CLI, as the HTTP routes do for a user.
+func TestCLISessionsRevokeAudited(t *testing.T) {
+	f := newCLIFixture(t, cliConfig{})
+	f.user("u1", nil)
+	s1 := f.session("u1", "ua", "192.0.2.1")
+	f.session("u1", "ua", "192.0.2.2")
+	f.session("u1", "ua", "192.0.2.3")
+	f.mustRun("sessions", "revoke", s1.ID)
+	f.mustRun("sessions", "revoke-all", "u1")
+	out := f.mustRun("audit", "--json", "--user", "u1")
+	rows := jsonLines(t, out)
+	if len(rows) != 2 {
+		t.Fatalf("events: %d; want 2:\n%s", len(rows), out)
+	}
+	byReason := map[any]map[string]any{}
+	for _, r := range rows {
+		if r["event"] != storage.AuditSessionRevoked || r["ip"] != "" || r["data"].(map[string]any)["actor"] != "cli" {
+			t.Errorf("event = %v; want session.revoked by the cli", r)
+		}
+		byReason[r["reason"]] = r["data"].(map[string]any)
+	}
+	if d := byReason[""]; d == nil || d["session_id"] != s1.ID {
+		t.Errorf("sessions revoke recorded %v; want session_id %s", d, s1.ID)
+	}
+	if d := byReason["all"]; d == nil || d["sessions"] != float64(2) {
+		t.Errorf("sessions revoke-all recorded %v; want sessions 2", d)
+	}
+	if strings.Contains(out, s1.Token) {
+		t.Error("the audit log holds a session token")
+	}
+}

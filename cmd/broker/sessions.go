@@ -104,6 +104,8 @@ func (c *cli) sessionsRevokeCmd() *cobra.Command {
 					}
 					return authFailure(err)
 				}
+				c.auditCLI(ctx, env, storage.AuditEvent{Event: storage.AuditSessionRevoked, UserID: s.UserID,
+					Data: map[string]any{"session_id": id}})
 				fmt.Fprintf(c.stdout, "revoked session %s of user %s\n", id, s.UserID)
 				return nil
 			})
@@ -127,6 +129,8 @@ func (c *cli) sessionsRevokeAllCmd() *cobra.Command {
 				if err != nil {
 					return authFailure(err)
 				}
+				c.auditCLI(ctx, env, storage.AuditEvent{Event: storage.AuditSessionRevoked, UserID: id, Reason: "all",
+					Data: map[string]any{"sessions": len(ids)}})
 				fmt.Fprintf(c.stdout, "revoked %s of user %s\n", plural(len(ids), "session"), id)
 				return nil
 			})
