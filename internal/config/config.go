@@ -219,6 +219,9 @@ type Limits struct {
 	LoginFailures Limit `mapstructure:"login_failures"`
 	// EmailSends limits sign-in emails per address and per client IP.
 	EmailSends Limit `mapstructure:"email_sends"`
+	// Signups limits password sign-ups per client IP (each costs an
+	// argon2id hash and a new account).
+	Signups Limit `mapstructure:"signups"`
 }
 
 // Limit allows Max events per Window.
@@ -284,6 +287,7 @@ func Defaults() *Config {
 		Limits: Limits{
 			LoginFailures: Limit{Max: 5, Window: 15 * time.Minute},
 			EmailSends:    Limit{Max: 5, Window: time.Hour},
+			Signups:       Limit{Max: 100, Window: time.Hour},
 		},
 		Log:   Log{Format: "json", Level: "info"},
 		Audit: Audit{Retention: 2160 * time.Hour},

@@ -139,6 +139,7 @@ func TestDefaults(t *testing.T) {
 		{"password.min_length", c.Password.MinLength, 8},
 		{"limits.login_failures", c.Limits.LoginFailures, Limit{Max: 5, Window: 15 * time.Minute}},
 		{"limits.email_sends", c.Limits.EmailSends, Limit{Max: 5, Window: time.Hour}},
+		{"limits.signups", c.Limits.Signups, Limit{Max: 100, Window: time.Hour}},
 		{"log.format", c.Log.Format, "json"},
 		{"log.level", c.Log.Level, "info"},
 		{"audit.retention", c.Audit.Retention, 90 * 24 * time.Hour},
@@ -270,6 +271,7 @@ password:
 limits:
   login_failures: {max: 3, window: 10m}
   email_sends: {max: 2, window: 30m}
+  signups: {max: 4, window: 2h}
 claims:
   role: user.attributes.role
   is_admin: '"admin" in user.attributes.groups'
@@ -337,6 +339,7 @@ func fullConfigWant() *Config {
 		Limits: Limits{
 			LoginFailures: Limit{Max: 3, Window: 10 * time.Minute},
 			EmailSends:    Limit{Max: 2, Window: 30 * time.Minute},
+			Signups:       Limit{Max: 4, Window: 2 * time.Hour},
 		},
 		Claims: map[string]string{"role": "user.attributes.role", "is_admin": `"admin" in user.attributes.groups`},
 		Access: []AccessRule{
@@ -841,6 +844,7 @@ func TestValidate(t *testing.T) {
 		{"password min_length", func(c *Config) { c.Password.MinLength = 6 }, "password.min_length", "at least 8"},
 		{"limit max", func(c *Config) { c.Limits.LoginFailures.Max = 0 }, "limits.login_failures.max", "at least 1"},
 		{"limit window", func(c *Config) { c.Limits.EmailSends.Window = 0 }, "limits.email_sends.window", "positive"},
+		{"signup limit", func(c *Config) { c.Limits.Signups.Max = -1 }, "limits.signups.max", "at least 1"},
 
 		{"claim does not compile", func(c *Config) { c.Claims = map[string]string{"role": "user.attributes.role ==="} }, "claims.role", "does not compile"},
 		{"claim unknown variable", func(c *Config) { c.Claims = map[string]string{"role": "identity.role"} }, "claims.role", "undeclared reference to 'identity'"},

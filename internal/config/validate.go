@@ -84,6 +84,7 @@ func (c *Config) Validate() error {
 	ck.atLeast("password.min_length", c.Password.MinLength, 8)
 	ck.limit("limits.login_failures", c.Limits.LoginFailures)
 	ck.limit("limits.email_sends", c.Limits.EmailSends)
+	ck.limit("limits.signups", c.Limits.Signups)
 	c.checkClaims(ck)
 	c.checkAccess(ck)
 	ck.oneOf("log.format", c.Log.Format, "json", "text")

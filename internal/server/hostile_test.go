@@ -227,7 +227,8 @@ func snapshot(t testing.TB, st *sqlstore.Store) dbState {
 }
 
 // unchanged reports how after differs from before. loginCounts allows
-// changes of the failed-login buckets (login-ip:…, login-key:…) only;
+// changes of the password buckets (login-ip:…, login-key:…, signup-ip:…)
+// only;
 // flowTaken allows one new flow_states row (a ceremony taken once).
 func (before dbState) unchanged(after dbState, loginCounts, flowTaken bool) []string {
 	var diffs []string
@@ -251,7 +252,7 @@ func (before dbState) unchanged(after dbState, loginCounts, flowTaken bool) []st
 		if before.limits[k] == after.limits[k] {
 			continue
 		}
-		if loginCounts && (strings.HasPrefix(k, "login-ip:") || strings.HasPrefix(k, "login-key:")) {
+		if loginCounts && (strings.HasPrefix(k, "login-ip:") || strings.HasPrefix(k, "login-key:") || strings.HasPrefix(k, "signup-ip:")) {
 			continue
 		}
 		diffs = append(diffs, fmt.Sprintf("rate_limits bucket %q: %q → %q", k, before.limits[k], after.limits[k]))
@@ -293,7 +294,8 @@ type hostileCase struct {
 	code string
 	page bool
 	// logins: a refused password check, which counts in its login-ip and
-	// login-key rate-limit buckets.
+	// login-key rate-limit buckets, or a refused sign-up, which counts in
+	// its signup-ip bucket.
 	logins bool
 }
 
@@ -451,7 +453,7 @@ func hostileCases(credID string) []hostileCase {
 		{name: "signup display-name address", method: "POST", target: "/signup/password", ct: ctJSON, body: signup("Ann <ann@example.com>", ownerPassword), status: 400, code: "AUTH_INVALID_REQUEST"},
 		{name: "signup password too short", method: "POST", target: "/signup/password", ct: ctJSON, body: signup("short@example.com", "abc"), status: 422, code: "AUTH_INVALID_PASSWORD"},
 		{name: "signup password with NUL", method: "POST", target: "/signup/password", ct: ctJSON, body: signup("nul@example.com", ownerPassword+"\x00"), status: 422, code: "AUTH_INVALID_PASSWORD"},
-		{name: "signup password of the owner's address", method: "POST", target: "/signup/password", ct: ctJSON, body: signup(ownerEmail, ownerPassword), status: 409, code: "AUTH_DUPLICATE_KEY_ID"},
+		{name: "signup password of the owner's address", method: "POST", target: "/signup/password", ct: ctJSON, body: signup(ownerEmail, ownerPassword), status: 409, code: "AUTH_DUPLICATE_KEY_ID", logins: true},
 		{name: "signup form invalid UTF-8 email", method: "POST", target: "/signup/password", ct: ctForm, body: "email=u%FF%FE%40example.com&password=" + url.QueryEscape(ownerPassword), status: 400, code: "AUTH_INVALID_REQUEST"},
 		{name: "signup form invalid UTF-8 password", method: "POST", target: "/signup/password", ct: ctForm, body: "email=formutf8%40example.com&password=abcdefgh%C3%28", status: 400, code: "AUTH_INVALID_REQUEST"},
 		{name: "signup form bad escape", method: "POST", target: "/signup/password", ct: ctForm, body: "email=%zz&password=x", status: 400, code: "AUTH_INVALID_REQUEST"},
@@ -658,8 +660,9 @@ func (h *harness) sendRaw(t *testing.T, raw string) *response {
 // of users, keys, sessions, authenticators, verification_tokens and
 // flow_states is the same before and after. rate_limits may change only
 // for refused password checks (a failed login counts against its client
-// IP and key by design, SPEC §6), and only in the login-ip and login-key
-// buckets.
+// IP and key by design, SPEC §6), in the login-ip and login-key buckets,
+// and for a refused sign-up (every attempt counts against its client IP),
+// in the signup-ip bucket.
 func TestHostileRequests(t *testing.T) {
 	eachStore(t, func(t *testing.T, postgres bool) {
 		h := newFullHarness(t, fullSetup{Postgres: postgres})

@@ -49,6 +49,7 @@ type mailSetup struct {
 	// NoPasswords leaves passwords off.
 	NoPasswords    bool
 	MaxFailures    int
+	MaxSignups     int
 	MaxSends       int
 	LinkTTL        time.Duration
 	TrustedProxies []netip.Prefix
@@ -110,7 +111,7 @@ func newMailHarness(t testing.TB, ms mailSetup) *mailHarness {
 		TrustedProxies: ms.TrustedProxies, Metrics: h.metrics,
 	}
 	if !ms.NoPasswords {
-		opts.Passwords = &server.PasswordOptions{MaxFailures: ms.MaxFailures}
+		opts.Passwords = &server.PasswordOptions{MaxFailures: ms.MaxFailures, MaxSignups: ms.MaxSignups}
 	}
 	mh := &mailHarness{harness: h}
 	if ms.Email {
@@ -445,6 +446,39 @@ func TestPasswordSignupRefusals(t *testing.T) {
 		wantError(t, r, http.StatusForbidden, "AUTH_INVALID_REQUEST")
 	}
 	h.wantUsers(1)
+}
+
+// TestPasswordSignupLimit: sign-ups are limited per client IP, refusals
+// (409) included, before any database work; other clients are not.
+func TestPasswordSignupLimit(t *testing.T) {
+	t.Parallel()
+	h := newMailHarness(t, mailSetup{MaxSignups: 3, TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
+	from := func(ip string) map[string]string { return map[string]string{"X-Forwarded-For": ip} }
+	signup := func(email, ip string) *response {
+		return h.browser().mlJSON("/signup/password", mlBody{"email": email, "password": mlPassword}, from(ip))
+	}
+	if r := signup("a1@example.com", "203.0.113.7"); r.StatusCode != http.StatusCreated {
+		t.Fatalf("first sign-up: %d %s", r.StatusCode, r.body)
+	}
+	wantError(t, signup("a1@example.com", "203.0.113.7"), http.StatusConflict, "AUTH_DUPLICATE_KEY_ID")
+	if r := signup("a2@example.com", "203.0.113.7"); r.StatusCode != http.StatusCreated {
+		t.Fatalf("third attempt: %d %s", r.StatusCode, r.body)
+	}
+	r := signup("a3@example.com", "203.0.113.7")
+	wantError(t, r, http.StatusTooManyRequests, "RATE_LIMITED")
+	if n := mlRetryAfter(t, r); n > 3600 || n < 3500 {
+		t.Errorf("Retry-After = %d; want about an hour", n)
+	}
+	h.wantUsers(2)
+	// Another client is not limited by this one.
+	if r := signup("b1@example.com", "198.51.100.9"); r.StatusCode != http.StatusCreated {
+		t.Fatalf("another client: %d %s", r.StatusCode, r.body)
+	}
+	// The window ends.
+	h.clock.Advance(time.Hour)
+	if r := signup("a3@example.com", "203.0.113.7"); r.StatusCode != http.StatusCreated {
+		t.Fatalf("after the window: %d %s", r.StatusCode, r.body)
+	}
 }
 
 func TestPasswordLoginUnknownAndWrongAlike(t *testing.T) {
