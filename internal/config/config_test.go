@@ -462,6 +462,8 @@ claims:
 			func(c *Config) (any, any) { return c.Session.CacheSize, 0 }},
 		{"nested limit", map[string]string{"BROKER_LIMITS_LOGIN_FAILURES_MAX": "9"},
 			func(c *Config) (any, any) { return c.Limits.LoginFailures.Max, 9 }},
+		{"signup limit window", map[string]string{"BROKER_LIMITS_SIGNUPS_WINDOW": "30m"},
+			func(c *Config) (any, any) { return c.Limits.Signups.Window, 30 * time.Minute }},
 		{"list comma-separated and trimmed", map[string]string{"BROKER_REDIRECT_ALLOWED_ORIGINS": "https://a.example.com, https://b.example.com"},
 			func(c *Config) (any, any) {
 				return c.Redirect.AllowedOrigins, []string{"https://a.example.com", "https://b.example.com"}
