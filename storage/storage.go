@@ -263,7 +263,11 @@ type Authenticators interface {
 	// first; empty for an unknown user.
 	ListAuthenticatorsByUserID(ctx context.Context, userID string) ([]Authenticator, error)
 	// UpdateAuthenticatorCounter records a successful use: the new sign
-	// count, backup state and last-used time. ErrNotFound if it does not exist.
+	// count, backup state and last-used time. ErrNotFound if it does not
+	// exist. A counter other than 0 must be greater than the stored one,
+	// checked in the same statement: of two concurrent uses that present
+	// the same count, one wins and the other gets ErrConsumed (WebAuthn's
+	// signature counter, which flags a cloned authenticator).
 	UpdateAuthenticatorCounter(ctx context.Context, credentialID []byte, counter uint32, backedUp bool, usedAt time.Time) (Authenticator, error)
 	// RenameAuthenticator sets the name of a user's authenticator, or
 	// returns ErrNotFound (also when it belongs to another user).

@@ -162,6 +162,11 @@ func (rp *RelyingParty) finishLogin(ctx context.Context, f providersession.Flow,
 		return Login{}, fmt.Errorf("webauthn: login: key of another user: %w", auth.ErrInvalidKeyID)
 	}
 	a, err := rp.store.UpdateAuthenticatorCounter(ctx, cred.ID, cred.Authenticator.SignCount, cred.Flags.BackupState, rp.auth.Now().UTC())
+	if errors.Is(err, storage.ErrConsumed) {
+		// Another login used this counter value meanwhile: the same
+		// assertion counter twice, as a clone would present it.
+		return Login{}, fmt.Errorf("webauthn: login: credential %s: %w: %w", EncodeID(cred.ID), ErrCloned, auth.ErrInvalidRequest)
+	}
 	if err != nil {
 		return Login{}, notFound("login: record use", err, auth.ErrInvalidKeyID)
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -51,9 +52,20 @@ type env struct {
 
 func newEnv(t *testing.T, uv string) *env {
 	t.Helper()
+	return newEnvWith(t, uv, nil)
+}
+
+// newEnvWith is newEnv whose Auth (and so the relying party) works on
+// wrap(store) when wrap is not nil.
+func newEnvWith(t *testing.T, uv string, wrap func(storage.Store) storage.Store) *env {
+	t.Helper()
 	e := &env{t: t, clock: &clock{now: time.Now().UTC()}, store: storagetest.OpenSQLite(t)}
 	var err error
-	e.auth, err = auth.New(e.store, auth.Options{Now: e.clock.Now, Origin: origin})
+	st := e.store
+	if wrap != nil {
+		st = wrap(st)
+	}
+	e.auth, err = auth.New(st, auth.Options{Now: e.clock.Now, Origin: origin})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -666,5 +678,42 @@ func TestAddForUserWithoutPasskey(t *testing.T) {
 	// Now the user has two keys; removing the passkey is allowed.
 	if err := e.rp.Remove(ctx, &sess, webauthn.EncodeID(cred.ID)); err != nil {
 		t.Errorf("remove: %v", err)
+	}
+}
+
+// racingStore records every authenticator use twice when race is set: a
+// concurrent login presenting the same counter commits first.
+type racingStore struct {
+	storage.Store
+	race atomic.Bool
+}
+
+func (r *racingStore) UpdateAuthenticatorCounter(ctx context.Context, id []byte, n uint32, backedUp bool, at time.Time) (storage.Authenticator, error) {
+	if r.race.Load() {
+		if _, err := r.Store.UpdateAuthenticatorCounter(ctx, id, n, backedUp, at); err != nil {
+			return storage.Authenticator{}, err
+		}
+	}
+	return r.Store.UpdateAuthenticatorCounter(ctx, id, n, backedUp, at)
+}
+
+// TestLoginCounterRace: of two logins that present the same signature
+// counter at once (a clone), the one that records its use second is
+// refused, although both passed go-webauthn's check against the counter
+// they had read.
+func TestLoginCounterRace(t *testing.T) {
+	var rs *racingStore
+	e := newEnvWith(t, "preferred", func(s storage.Store) storage.Store {
+		rs = &racingStore{Store: s}
+		return rs
+	})
+	_, cred := e.signUp("ivan", "")
+	if _, err := e.login(webauthn.LoginRequest{}, cred, nil); err != nil {
+		t.Fatalf("a login without a race: %v", err)
+	}
+	rs.race.Store(true)
+	_, err := e.login(webauthn.LoginRequest{}, cred, nil)
+	if !errors.Is(err, webauthn.ErrCloned) || !errors.Is(err, auth.ErrInvalidRequest) {
+		t.Fatalf("the login that lost the race: %v; want ErrCloned", err)
 	}
 }

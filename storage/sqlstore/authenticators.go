@@ -2,6 +2,8 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 
@@ -98,7 +100,14 @@ func (s *Store) ListAuthenticatorsByUserID(ctx context.Context, userID string) (
 func (s *Store) UpdateAuthenticatorCounter(ctx context.Context, credentialID []byte, counter uint32, backedUp bool, usedAt time.Time) (storage.Authenticator, error) {
 	var r authenticatorRow
 	err := s.db.GetContext(ctx, &r, s.q(`UPDATE authenticators SET sign_count = ?, backed_up = ?, last_used_at = ?
-		WHERE credential_id = ? RETURNING `+authenticatorColumns), int64(counter), backedUp, s.tv(usedAt), credentialID)
+		WHERE credential_id = ? AND (? = 0 OR sign_count < ?) RETURNING `+authenticatorColumns),
+		int64(counter), backedUp, s.tv(usedAt), credentialID, int64(counter), int64(counter))
+	if errors.Is(err, sql.ErrNoRows) {
+		// Unknown, or its counter is already at or past this one.
+		if _, gerr := s.GetAuthenticator(ctx, credentialID); gerr == nil {
+			return storage.Authenticator{}, fmt.Errorf("sqlstore: update authenticator counter: counter %d not above the stored one: %w", counter, storage.ErrConsumed)
+		}
+	}
 	if err != nil {
 		return storage.Authenticator{}, dbErr("update authenticator counter", err)
 	}

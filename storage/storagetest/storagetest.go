@@ -1225,6 +1225,28 @@ func testUpdateAuthenticatorCounter(t *testing.T, s storage.Store) {
 
 	_, err = s.UpdateAuthenticatorCounter(ctx, []byte("unknown"), 1, false, t0)
 	wantNotFound(t, "UpdateAuthenticatorCounter(unknown)", err)
+
+	// A count at or below the stored one loses (two uses of one count:
+	// the second is refused) and changes nothing.
+	for _, c := range []uint32{6, 5} {
+		if _, err := s.UpdateAuthenticatorCounter(ctx, a.CredentialID, c, false, at(2*time.Hour)); !errors.Is(err, storage.ErrConsumed) {
+			t.Errorf("UpdateAuthenticatorCounter(%d) with 6 stored: %v; want ErrConsumed", c, err)
+		}
+	}
+	stored, err = s.GetAuthenticator(ctx, a.CredentialID)
+	noErr(t, "GetAuthenticator", err)
+	diff(t, "GetAuthenticator after refused updates", a, stored)
+
+	// An authenticator without a counter always sends 0.
+	z := newAuthenticator("c0", "u1")
+	mustCreateAuthenticator(t, s, z)
+	for i := range 2 {
+		got, err := s.UpdateAuthenticatorCounter(ctx, z.CredentialID, 0, false, at(time.Duration(i)*time.Minute))
+		noErr(t, "UpdateAuthenticatorCounter(0)", err)
+		if got.SignCount != 0 || !got.LastUsedAt.Equal(at(time.Duration(i)*time.Minute)) {
+			t.Errorf("UpdateAuthenticatorCounter(0) #%d = %+v", i, got)
+		}
+	}
 }
 
 func testRenameDeleteAuthenticator(t *testing.T, s storage.Store) {
