@@ -257,6 +257,11 @@ type Authenticators interface {
 	// CreateAuthenticator inserts a; a duplicate credential id returns a
 	// *ConflictError (ConflictCredential), a missing user ErrNotFound.
 	CreateAuthenticator(ctx context.Context, a Authenticator) error
+	// CreatePasskey stores a passkey in one transaction: the user u when
+	// it is not nil (a sign-up; see CreateUser), then key and a, both of
+	// user a.UserID. Either all of it is written or none: a conflict on any
+	// part returns its *ConflictError, a missing user ErrNotFound.
+	CreatePasskey(ctx context.Context, u *User, key Key, a Authenticator) error
 	// GetAuthenticator returns the authenticator with credentialID, or ErrNotFound.
 	GetAuthenticator(ctx context.Context, credentialID []byte) (Authenticator, error)
 	// ListAuthenticatorsByUserID returns the user's authenticators, oldest

@@ -48,11 +48,9 @@
 //     with [ErrLastSignInMethod].
 //   - Adding and removing a passkey need a recent authentication
 //     ([auth.Auth.RequireRecentAuth]); renaming does not.
-//   - Writes that span tables without a storage method of their own: a
-//     sign-up creates user, handle and key in one transaction
-//     (storage.Users.CreateUser) and then the authenticator; if that fails
-//     the user is deleted again. Adding a passkey creates the key, then the
-//     authenticator, and deletes the key if the authenticator fails.
+//   - Writes that span tables: a sign-up creates user, handle, key and
+//     authenticator in one transaction, and adding a passkey its key and
+//     authenticator in one (storage.Authenticators.CreatePasskey).
 //     Removing deletes the authenticator first (so it cannot sign in any
 //     more), then the key.
 package webauthn

@@ -176,17 +176,11 @@ func (rp *RelyingParty) finishSignUp(ctx context.Context, f providersession.Flow
 		ID: KeyID(cred.ID), UserID: id, Provider: ProviderID, ProviderUserID: EncodeID(cred.ID),
 		CreatedAt: now, UpdatedAt: now,
 	}
-	// The user, its handle and its key in one transaction; the
-	// authenticator after it, undoing the user if that fails.
-	if err := rp.store.CreateUser(ctx, su, &key); err != nil {
-		return Registration{}, mapConflict("sign up", err)
-	}
+	// The user, its handle, its key and the authenticator in one
+	// transaction: a failure leaves no account behind.
 	a := fromCredential(cred, id, label, now)
-	if err := rp.store.CreateAuthenticator(ctx, a); err != nil {
-		if derr := rp.store.DeleteUser(context.WithoutCancel(ctx), id); derr != nil {
-			err = errors.Join(err, fmt.Errorf("undo user: %w", derr))
-		}
-		return Registration{}, mapConflict("sign up: store passkey", err)
+	if err := rp.store.CreatePasskey(ctx, &su, key, a); err != nil {
+		return Registration{}, mapConflict("sign up", err)
 	}
 	au, err := rp.auth.GetUser(ctx, id)
 	if err != nil {
@@ -239,15 +233,15 @@ func (rp *RelyingParty) finishAdd(ctx context.Context, f providersession.Flow, s
 			label += " " + strconv.Itoa(n+1)
 		}
 	}
-	if _, err := rp.auth.CreateKey(ctx, su.ID, ProviderID, EncodeID(cred.ID), nil); err != nil {
-		return Registration{}, fmt.Errorf("webauthn: add passkey: %w", err)
+	// The key and the authenticator in one transaction.
+	now := rp.auth.Now().UTC()
+	key := storage.Key{
+		ID: KeyID(cred.ID), UserID: su.ID, Provider: ProviderID, ProviderUserID: EncodeID(cred.ID),
+		CreatedAt: now, UpdatedAt: now,
 	}
-	a := fromCredential(cred, su.ID, label, rp.auth.Now().UTC())
-	if err := rp.store.CreateAuthenticator(ctx, a); err != nil {
-		if derr := rp.store.DeleteKey(context.WithoutCancel(ctx), KeyID(cred.ID)); derr != nil {
-			err = errors.Join(err, fmt.Errorf("undo key: %w", derr))
-		}
-		return Registration{}, mapConflict("add passkey: store passkey", err)
+	a := fromCredential(cred, su.ID, label, now)
+	if err := rp.store.CreatePasskey(ctx, nil, key, a); err != nil {
+		return Registration{}, mapConflict("add passkey", err)
 	}
 	au, err := rp.auth.GetUser(ctx, su.ID)
 	if err != nil {

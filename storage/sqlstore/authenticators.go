@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jmoiron/sqlx"
+
 	"github.com/brokerauth/broker/storage"
 )
 
@@ -61,11 +63,44 @@ func (s *Store) CreateAuthenticator(ctx context.Context, a storage.Authenticator
 	if len(a.CredentialID) == 0 {
 		return fmt.Errorf("sqlstore: create authenticator: empty credential id")
 	}
-	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO authenticators (`+authenticatorColumns+`)
+	return dbErr("create authenticator", s.insertAuthenticator(ctx, s.db, a))
+}
+
+func (s *Store) insertAuthenticator(ctx context.Context, ext sqlx.ExecerContext, a storage.Authenticator) error {
+	_, err := ext.ExecContext(ctx, s.q(`INSERT INTO authenticators (`+authenticatorColumns+`)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 		a.CredentialID, a.UserID, a.PublicKey, int64(a.SignCount), a.BackupEligible, a.BackedUp, a.DeviceType,
 		stringList(a.Transports), nullBytes(a.AAGUID), a.AttestationType, a.Name, s.tv(a.CreatedAt), s.tvp(a.LastUsedAt))
-	return dbErr("create authenticator", err)
+	return err
+}
+
+// CreatePasskey stores a passkey in one transaction: the user u when it is
+// not nil, then key and a (see storage.Authenticators.CreatePasskey).
+func (s *Store) CreatePasskey(ctx context.Context, u *storage.User, key storage.Key, a storage.Authenticator) error {
+	if len(a.CredentialID) == 0 {
+		return fmt.Errorf("sqlstore: create passkey: empty credential id")
+	}
+	if key.UserID != a.UserID || (u != nil && u.ID != a.UserID) {
+		return fmt.Errorf("sqlstore: create passkey: key, authenticator and user disagree on the user")
+	}
+	var attrs any
+	if u != nil {
+		var err error
+		if attrs, err = encodeObject(u.Attributes); err != nil {
+			return fmt.Errorf("sqlstore: create passkey: %w", err)
+		}
+	}
+	return s.inTx(ctx, "create passkey", func(tx *sqlx.Tx) error {
+		if u != nil {
+			if err := s.insertUser(ctx, tx, *u, attrs); err != nil {
+				return dbErr("create passkey: create user", err)
+			}
+		}
+		if err := s.insertKey(ctx, tx, key); err != nil {
+			return dbErr("create passkey: create key", err)
+		}
+		return dbErr("create passkey: create authenticator", s.insertAuthenticator(ctx, tx, a))
+	})
 }
 
 // GetAuthenticator returns the authenticator with credentialID, or

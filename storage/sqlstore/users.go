@@ -74,10 +74,7 @@ func (s *Store) CreateUser(ctx context.Context, u storage.User, key *storage.Key
 		return fmt.Errorf("sqlstore: create user: %w", err)
 	}
 	return s.inTx(ctx, "create user", func(tx *sqlx.Tx) error {
-		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO users (`+userColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-			u.ID, u.Username, lowerEmail(u.Email), s.tvp(u.EmailVerifiedAt), u.Name, u.Image, attrs,
-			nullBytes(u.WebAuthnHandle), s.tv(u.CreatedAt), s.tv(u.UpdatedAt))
-		if err != nil {
+		if err := s.insertUser(ctx, tx, u, attrs); err != nil {
 			return dbErr("create user", err)
 		}
 		if key != nil {
@@ -87,6 +84,14 @@ func (s *Store) CreateUser(ctx context.Context, u storage.User, key *storage.Key
 		}
 		return nil
 	})
+}
+
+// insertUser inserts u, whose attributes are encoded as attrs.
+func (s *Store) insertUser(ctx context.Context, ext sqlx.ExecerContext, u storage.User, attrs any) error {
+	_, err := ext.ExecContext(ctx, s.q(`INSERT INTO users (`+userColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		u.ID, u.Username, lowerEmail(u.Email), s.tvp(u.EmailVerifiedAt), u.Name, u.Image, attrs,
+		nullBytes(u.WebAuthnHandle), s.tv(u.CreatedAt), s.tv(u.UpdatedAt))
+	return err
 }
 
 // GetUser returns the user with id, or storage.ErrNotFound.

@@ -88,6 +88,7 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Store) {
 		{"Authenticators/CreateAndGet", testAuthenticators},
 		{"Authenticators/List", testListAuthenticators},
 		{"Authenticators/UpdateCounter", testUpdateAuthenticatorCounter},
+		{"Authenticators/CreatePasskey", testCreatePasskey},
 		{"Authenticators/RenameDelete", testRenameDeleteAuthenticator},
 		{"VerificationTokens/UseOnce", testVerificationTokenUseOnce},
 		{"VerificationTokens/Expired", testVerificationTokenExpired},
@@ -1246,6 +1247,55 @@ func testUpdateAuthenticatorCounter(t *testing.T, s storage.Store) {
 		if got.SignCount != 0 || !got.LastUsedAt.Equal(at(time.Duration(i)*time.Minute)) {
 			t.Errorf("UpdateAuthenticatorCounter(0) #%d = %+v", i, got)
 		}
+	}
+}
+
+// testCreatePasskey: a sign-up's user, key and authenticator, or an added
+// passkey's key and authenticator, are written together or not at all.
+func testCreatePasskey(t *testing.T, s storage.Store) {
+	ctx := t.Context()
+	u := newUser("u1")
+	u.WebAuthnHandle = []byte("handle-1")
+	k := newKey("u1", "webauthn", "c1")
+	a := newAuthenticator("c1", "u1")
+	noErr(t, "CreatePasskey(sign-up)", s.CreatePasskey(ctx, &u, k, a))
+	diff(t, "user", u, mustGetUser(t, s, "u1"))
+	gotK, err := s.GetKey(ctx, k.ID)
+	noErr(t, "GetKey", err)
+	diff(t, "key", k, gotK)
+	gotA, err := s.GetAuthenticator(ctx, a.CredentialID)
+	noErr(t, "GetAuthenticator", err)
+	diff(t, "authenticator", a, gotA)
+
+	// A sign-up whose credential is taken writes nothing: no user, no key.
+	u2 := newUser("u2")
+	u2.WebAuthnHandle = []byte("handle-2")
+	err = s.CreatePasskey(ctx, &u2, newKey("u2", "webauthn", "c1-again"), newAuthenticator("c1", "u2"))
+	wantConflict(t, "CreatePasskey(taken credential)", err, storage.ConflictCredential)
+	if _, err := s.GetUser(ctx, "u2"); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("the refused sign-up left its user: %v", err)
+	}
+	if _, err := s.GetKey(ctx, "webauthn:c1-again"); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("the refused sign-up left its key: %v", err)
+	}
+
+	// Adding to an existing user; a taken key leaves no authenticator.
+	noErr(t, "CreatePasskey(add)", s.CreatePasskey(ctx, nil, newKey("u1", "webauthn", "c2"), newAuthenticator("c2", "u1")))
+	err = s.CreatePasskey(ctx, nil, newKey("u1", "webauthn", "c2"), newAuthenticator("c3", "u1"))
+	wantConflict(t, "CreatePasskey(taken key)", err, storage.ConflictKey)
+	if _, err := s.GetAuthenticator(ctx, []byte("c3")); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("the refused add left its authenticator: %v", err)
+	}
+	as, err := s.ListAuthenticatorsByUserID(ctx, "u1")
+	noErr(t, "ListAuthenticatorsByUserID", err)
+	if len(as) != 2 {
+		t.Errorf("u1 has %d authenticators; want 2", len(as))
+	}
+	// An unknown user.
+	err = s.CreatePasskey(ctx, nil, newKey("nobody", "webauthn", "c4"), newAuthenticator("c4", "nobody"))
+	wantNotFound(t, "CreatePasskey(unknown user)", err)
+	if _, err := s.GetKey(ctx, "webauthn:c4"); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("the refused add left its key: %v", err)
 	}
 }
 
