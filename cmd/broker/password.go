@@ -14,7 +14,5 @@ func passwordOptions(d featureDeps) (*server.PasswordOptions, error) {
 		MinLength:     d.cfg.Password.MinLength,
 		MaxFailures:   d.cfg.Limits.LoginFailures.Max,
 		FailureWindow: d.cfg.Limits.LoginFailures.Window,
-		MaxSignups:    d.cfg.Limits.Signups.Max,
-		SignupWindow:  d.cfg.Limits.Signups.Window,
 	}, nil
 }

@@ -219,8 +219,8 @@ type Limits struct {
 	LoginFailures Limit `mapstructure:"login_failures"`
 	// EmailSends limits sign-in emails per address and per client IP.
 	EmailSends Limit `mapstructure:"email_sends"`
-	// Signups limits password sign-ups per client IP (each costs an
-	// argon2id hash and a new account).
+	// Signups limits sign-ups per client IP: password sign-ups (each costs
+	// an argon2id hash and a new account) and passkey sign-up ceremonies.
 	Signups Limit `mapstructure:"signups"`
 }
 

@@ -61,7 +61,7 @@
 //   - database.url has no default outside development mode: a production
 //     broker names its database.
 //   - limits.email_sends (default 5 per hour, per address and per client IP)
-//   - limits.signups (default 100 per hour, password sign-ups per client IP)
+//   - limits.signups (default 100 per hour, password and passkey sign-ups per client IP)
 //     complements limits.login_failures.
 //   - redirect.allowed_origins entries are exact origins; an entry whose host
 //     starts with "*." (https://*.example.com) allows every subdomain, matched

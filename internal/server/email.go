@@ -523,6 +523,17 @@ func (s *Server) hitLimits(ctx context.Context, buckets []string, max int, windo
 	return false, 0, nil
 }
 
+// limitSignups counts one sign-up attempt of r's client IP (signup-ip:,
+// IPv6 per /64) and returns the 429 to answer past Options.MaxSignups (or
+// the database's error).
+func (s *Server) limitSignups(w http.ResponseWriter, r *http.Request) error {
+	over, retry, err := s.hitLimit(r.Context(), "signup-ip:"+s.clientBucket(r), 1, s.opts.MaxSignups, s.opts.SignupWindow)
+	if err == nil && over {
+		err = tooMany(w, retry, "too many sign-ups from this network; try again later")
+	}
+	return err
+}
+
 // limitSends counts one message to email asked for by the client: per
 // client IP first (so that one client cannot use up an address's budget
 // beyond its own), then per address.

@@ -42,11 +42,6 @@ type PasswordOptions struct {
 	// FailureWindow (defaults 5 and 15 minutes: limits.login_failures).
 	MaxFailures   int
 	FailureWindow time.Duration
-	// MaxSignups sign-ups are allowed per client IP in SignupWindow
-	// (defaults 100 and an hour: limits.signups); past that, 429 with
-	// Retry-After before any database work or hashing.
-	MaxSignups   int
-	SignupWindow time.Duration
 }
 
 //go:embed web/common-passwords.txt
@@ -80,12 +75,6 @@ func (s *Server) passwordRoutes() {
 	}
 	if p.FailureWindow <= 0 {
 		p.FailureWindow = 15 * time.Minute
-	}
-	if p.MaxSignups <= 0 {
-		p.MaxSignups = 100
-	}
-	if p.SignupWindow <= 0 {
-		p.SignupWindow = time.Hour
 	}
 	s.opts.Passwords = &p
 	s.mux.HandleFunc("POST /signup/password", s.handleSignup)
@@ -174,15 +163,12 @@ func (s *Server) handleSignup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	// Every attempt counts (a 409 tells whether an address has an
-	// account, so those are limited too).
-	p := s.opts.Passwords
-	over, retry, err := s.hitLimit(ctx, "signup-ip:"+s.clientBucket(r), 1, p.MaxSignups, p.SignupWindow)
-	if err == nil && over {
-		outcome = "rate_limited"
-		err = tooMany(w, retry, "too many sign-ups from this network; try again later")
-	}
-	if err != nil {
+	// Every attempt counts, before any work (a 409 tells whether an
+	// address has an account, so those are limited too).
+	if err := s.limitSignups(w, r); err != nil {
+		if he, ok := errors.AsType[*httpError](err); ok && he.Code == CodeRateLimited {
+			outcome = "rate_limited"
+		}
 		s.writeError(w, r, err)
 		return
 	}

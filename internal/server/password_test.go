@@ -108,10 +108,10 @@ func newMailHarness(t testing.TB, ms mailSetup) *mailHarness {
 	opts := server.Options{
 		Auth: h.auth, Store: h.store, Log: cmp.Or(ms.Log, testLogger()), PublicURL: h.url, Now: h.clock.Now,
 		OriginAllowed:  func(o string) bool { return slices.Contains(origins, o) },
-		TrustedProxies: ms.TrustedProxies, Metrics: h.metrics,
+		TrustedProxies: ms.TrustedProxies, Metrics: h.metrics, MaxSignups: ms.MaxSignups,
 	}
 	if !ms.NoPasswords {
-		opts.Passwords = &server.PasswordOptions{MaxFailures: ms.MaxFailures, MaxSignups: ms.MaxSignups}
+		opts.Passwords = &server.PasswordOptions{MaxFailures: ms.MaxFailures}
 	}
 	mh := &mailHarness{harness: h}
 	if ms.Email {

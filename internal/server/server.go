@@ -43,6 +43,11 @@ type Options struct {
 	RedirectDefault string
 	// MaxBodyBytes caps request bodies (default 65536).
 	MaxBodyBytes int64
+	// MaxSignups sign-ups (password or passkey) are allowed per client IP
+	// in SignupWindow (defaults 100 and an hour: limits.signups); past
+	// that, 429 with Retry-After.
+	MaxSignups   int
+	SignupWindow time.Duration
 	// Claims computes a session's claims; nil means none. A claim that
 	// fails is left out (and logged by the function). The session may be
 	// shared with other requests: Claims must not modify it. Forward-auth
@@ -146,6 +151,12 @@ func New(o Options) (*Server, error) {
 	}
 	if o.MaxBodyBytes <= 0 {
 		o.MaxBodyBytes = 65536
+	}
+	if o.MaxSignups <= 0 {
+		o.MaxSignups = 100
+	}
+	if o.SignupWindow <= 0 {
+		o.SignupWindow = time.Hour
 	}
 	if o.ProviderTimeout <= 0 {
 		o.ProviderTimeout = 10 * time.Second

@@ -208,6 +208,11 @@ func (s *Server) handlePasskeyRegisterOptions(w http.ResponseWriter, r *http.Req
 				Username: *body.Name, Email: body.Email, RedirectTo: s.safeRedirect(body.RedirectTo),
 			})
 		}
+		if err == nil {
+			// A sign-up ceremony begins (it writes nothing yet): counted
+			// with password sign-ups, per client IP.
+			err = s.limitSignups(w, r)
+		}
 	} else {
 		var sess *auth.Session
 		if sess, err = s.currentSession(w, r); err == nil {

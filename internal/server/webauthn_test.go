@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +25,12 @@ import (
 // passkeyHarness is a broker with passkeys on (relying party "localhost",
 // origin the harness URL) and nothing else.
 func passkeyHarness(t *testing.T, postgres bool) *harness {
+	t.Helper()
+	return passkeyHarnessWith(t, postgres, nil)
+}
+
+// passkeyHarnessWith is passkeyHarness whose server options tune changes.
+func passkeyHarnessWith(t *testing.T, postgres bool, tune func(*server.Options)) *harness {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -49,11 +56,15 @@ func passkeyHarness(t *testing.T, postgres bool) *harness {
 		t.Fatal(err)
 	}
 	h.metrics = server.NewMetrics()
-	h.srv, err = server.New(server.Options{
+	opts := server.Options{
 		Auth: h.auth, Store: h.store, Log: testLogger(), PublicURL: h.url, Flows: flows, Now: h.clock.Now,
 		OriginAllowed: func(o string) bool { return o == appOrigin },
 		Metrics:       h.metrics, MetricsOnMainListener: true, WebAuthn: &server.WebAuthnOptions{RelyingParty: rp},
-	})
+	}
+	if tune != nil {
+		tune(&opts)
+	}
+	h.srv, err = server.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,6 +276,38 @@ func pkMetric(t *testing.T, h *harness, series string) string {
 		}
 	}
 	return ""
+}
+
+// TestPasskeySignupLimit: beginning a passkey sign-up counts against the
+// client IP's sign-up limit (limits.signups); adding a passkey to an
+// account does not.
+func TestPasskeySignupLimit(t *testing.T) {
+	t.Parallel()
+	h := passkeyHarnessWith(t, false, func(o *server.Options) { o.MaxSignups = 2 })
+	b := h.browser()
+	for i := range 2 {
+		b.pkOptions("/webauthn/register/options", map[string]any{"name": "limited" + strconv.Itoa(i)})
+	}
+	r := b.pkSend(http.MethodPost, "/webauthn/register/options", map[string]any{"name": "limited2"}, nil)
+	wantError(t, r, http.StatusTooManyRequests, "RATE_LIMITED")
+	if r.Header.Get("Retry-After") == "" {
+		t.Error("429 without Retry-After")
+	}
+	for _, c := range r.Cookies() {
+		if c.Value != "" {
+			t.Errorf("the refused sign-up set cookie %s", c.Name)
+		}
+	}
+	// A ceremony begun within the limit still finishes.
+	h.clock.Advance(time.Hour)
+	_, opts, state := b.pkOptions("/webauthn/register/options", map[string]any{"name": "later"})
+	cred, _, err := webauthntest.New(h.url).Create(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := b.pkSend(http.MethodPost, "/webauthn/register/verify", pkWithState(t, cred, state, nil), nil); r.StatusCode != http.StatusCreated {
+		t.Fatalf("sign-up after the window: %d %s", r.StatusCode, r.body)
+	}
 }
 
 func TestPasskeyBearer(t *testing.T) {
