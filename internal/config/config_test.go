@@ -702,7 +702,7 @@ func TestValidate(t *testing.T) {
 			c.Server.TrustedProxies = []string{"10.0.0.0/8", "::1", "fd00::/8"}
 			passkeys(c)
 			withDex(c, func(o *OIDC) { o.Allow = `identity.email.lowerAscii().endsWith("@example.com")` })
-			c.Claims = map[string]string{"role": "user.attributes.role", "is-admin": "claims.role == 'admin'"}
+			c.Claims = map[string]string{"role": "user.attributes.role", "is-admin": "user.attributes.role == 'admin'"}
 			c.Access = []AccessRule{{Host: "app.example.com", PathPrefix: "/admin", Allow: "request.method == 'GET'"}}
 		}, "", ""},
 
@@ -850,6 +850,11 @@ func TestValidate(t *testing.T) {
 
 		{"claim does not compile", func(c *Config) { c.Claims = map[string]string{"role": "user.attributes.role ==="} }, "claims.role", "does not compile"},
 		{"claim unknown variable", func(c *Config) { c.Claims = map[string]string{"role": "identity.role"} }, "claims.role", "undeclared reference to 'identity'"},
+		// A claim is computed from user, keys and session; claims and
+		// request are the access rules' (the broker could not start).
+		{"claim reads claims", func(c *Config) { c.Claims = map[string]string{"admin": "claims.role == 'admin'"} }, "claims.admin", "undeclared reference to 'claims'"},
+		{"claim reads request", func(c *Config) { c.Claims = map[string]string{"host": "request.host"} }, "claims.host", "undeclared reference to 'request'"},
+		{"keys is a list", func(c *Config) { c.Claims = map[string]string{"k": "keys.provider"} }, "claims.k", "does not support field selection"},
 		{"claim name", func(c *Config) { c.Claims = map[string]string{"is admin": "true"} }, "claims.is admin", "X-Auth-Claim"},
 		{"claim empty", func(c *Config) { c.Claims = map[string]string{"role": ""} }, "claims.role", "empty expression"},
 		{"access rule without match", func(c *Config) { c.Access = []AccessRule{{Allow: "true"}} }, "access[0]", "needs host or path_prefix"},

@@ -72,11 +72,11 @@
 //     server.public_url, since the login page runs the ceremonies there.
 //   - An access rule without allow lets every signed-in user through (useful
 //     before a broader rule, since the first match wins).
-//   - CEL expressions are compiled, never evaluated, by [Config.Validate], in
-//     the environments of [NewRequestEnv] (claims, access rules) and
-//     [NewIdentityEnv] (provider allow and attributes). Code that evaluates
-//     them should compile them in the same environments, so that what
-//     `broker check-config` accepts is what runs.
+//   - CEL expressions are compiled, never evaluated, by [Config.Validate],
+//     with internal/rules' Check: the environments that run them (a claim
+//     sees user, keys and session; an access rule also claims and request;
+//     provider expressions identity), so that what `broker check-config`
+//     accepts is what runs.
 //   - [Config.Validate] gathers every problem with [errors.Join], each a
 //     [*FieldError] naming the key's path; [Explain] turns any error of this
 //     package into one line per problem for `broker check-config`.

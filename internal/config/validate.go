@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"github.com/brokerauth/broker/internal/rules"
 	"net"
 	"net/http"
 	"net/mail"
@@ -61,7 +62,6 @@ var (
 // checker collects problems.
 type checker struct {
 	errs []error
-	envs *celEnvs
 }
 
 func (ck *checker) add(path, format string, args ...any) {
@@ -72,7 +72,7 @@ func (ck *checker) add(path, format string, args ...any) {
 // [*FieldError] naming the key. It has no side effects and does no I/O (the
 // _file secrets were read by [Load]); CEL expressions are compiled, not run.
 func (c *Config) Validate() error {
-	ck := &checker{envs: &celEnvs{}}
+	ck := &checker{}
 	c.checkServer(ck)
 	c.checkDatabase(ck)
 	c.checkSecrets(ck)
@@ -371,7 +371,7 @@ func (c *Config) checkClaims(ck *checker) {
 		if !claimName.MatchString(name) {
 			ck.add(path, "claim name must be letters, digits, _ and - (it becomes the header X-Auth-Claim-<Name>)")
 		}
-		ck.expr(path, c.Claims[name], ck.envs.request, false)
+		ck.expr(path, c.Claims[name], rules.KindClaims)
 	}
 }
 
@@ -388,17 +388,17 @@ func (c *Config) checkAccess(ck *checker) {
 			ck.add(path+".path_prefix", "must start with /")
 		}
 		if r.Allow != "" {
-			ck.expr(path+".allow", r.Allow, ck.envs.request, true)
+			ck.expr(path+".allow", r.Allow, rules.KindAccess)
 		}
 	}
 }
 
 func (ck *checker) identityExprs(prefix, allow string, attributes map[string]string) {
 	if allow != "" {
-		ck.expr(prefix+".allow", allow, ck.envs.identity, true)
+		ck.expr(prefix+".allow", allow, rules.KindIdentity)
 	}
 	for _, name := range sortedNames(attributes) {
-		ck.expr(prefix+".attributes."+name, attributes[name], ck.envs.identity, false)
+		ck.expr(prefix+".attributes."+name, attributes[name], rules.KindIdentityAttribute)
 	}
 }
 
