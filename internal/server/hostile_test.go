@@ -123,11 +123,13 @@ func newFullHarness(t testing.TB, fs fullSetup) *harness {
 		Flows:         flows,
 		Vault:         providersession.NewTokenVault(tokenRing, h.store, h.clock.Now),
 		Metrics:       h.metrics, MetricsOnMainListener: true,
-		// A high failure limit, so that the hostile table's failed logins
-		// all get their own answer rather than 429 once it is reached.
-		Passwords: &server.PasswordOptions{MaxFailures: 100000},
-		Email:     &server.EmailOptions{Sender: discardMail{}, MaxSends: 100000},
-		WebAuthn:  &server.WebAuthnOptions{RelyingParty: rp},
+		// High limits, so that the hostile table's failed logins and the
+		// fuzzers' sign-ups all get their own answer rather than 429 once
+		// a limit is reached.
+		Passwords:  &server.PasswordOptions{MaxFailures: 100000},
+		Email:      &server.EmailOptions{Sender: discardMail{}, MaxSends: 100000},
+		WebAuthn:   &server.WebAuthnOptions{RelyingParty: rp},
+		MaxSignups: 100000,
 	})
 	if err != nil {
 		t.Fatalf("server.New: %v", err)
