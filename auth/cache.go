@@ -545,47 +545,39 @@ func (c *sessionCache) put(k *[32]byte, s storage.Session, u storage.User, fetch
 // update records a write validation made (a touch or a reset) on the entry
 // of k, if it is still cached, and releases the touch claim.
 func (c *sessionCache) update(k *[32]byte, activeExpires, idleExpires, lastSeen time.Time) {
-	sh := c.shard(k)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if e := sh.find(k); e != nil {
+	c.withEntry(k, func(_ *cacheShard, e *cacheEntry) {
 		e.active, e.idle, e.lastSeen = micros(activeExpires), micros(idleExpires), micros(lastSeen)
 		e.touching = false
 		e.view = nil
 		e.seq++
-	}
+	})
 }
 
 // unclaimRefresh gives up k's refresh claim when its read failed or was
 // not kept: a later hit may try again, and meanwhile the snapshot answers
 // until its TTL as before.
 func (c *sessionCache) unclaimRefresh(k *[32]byte) {
-	sh := c.shard(k)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if e := sh.find(k); e != nil {
-		e.refreshing = false
-	}
+	c.withEntry(k, func(_ *cacheShard, e *cacheEntry) { e.refreshing = false })
 }
 
 // release gives up a touch claim after a failed write.
 func (c *sessionCache) release(k *[32]byte) {
-	sh := c.shard(k)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if e := sh.find(k); e != nil {
-		e.touching = false
-	}
+	c.withEntry(k, func(_ *cacheShard, e *cacheEntry) { e.touching = false })
 }
 
 // drop evicts the entry of k without bumping the generation: for entries
 // this process found stale or dead itself.
 func (c *sessionCache) drop(k *[32]byte) {
+	c.withEntry(k, func(sh *cacheShard, e *cacheEntry) { c.remove(sh, e) })
+}
+
+// withEntry runs f on k's entry, if cached, under its shard's lock.
+func (c *sessionCache) withEntry(k *[32]byte, f func(*cacheShard, *cacheEntry)) {
 	sh := c.shard(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if e := sh.find(k); e != nil {
-		c.remove(sh, e)
+		f(sh, e)
 	}
 }
 

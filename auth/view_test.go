@@ -312,3 +312,35 @@ func TestSessionViewRefresh(t *testing.T) {
 	}
 	e.wantInvalid(t, s.Token, "deleted, after the refresh")
 }
+
+// TestSessionViewRefreshDead: a refresh that finds the session dead in the
+// database (its expiry moved behind the cache's back) drops it at once,
+// before its snapshot's TTL.
+func TestSessionViewRefreshDead(t *testing.T) {
+	t.Parallel()
+	e := newCacheEnv(t, storagetest.OpenSQLite(t), nil, auth.Options{CacheTTL: 4 * time.Second, TouchInterval: time.Hour})
+	refreshed := make(chan struct{}, 1)
+	auth.SetRefreshed(e.a, func() { refreshed <- struct{}{} })
+	_, s := e.session(t, nil)
+	e.wantValid(t, s.Token)
+	past := e.clock.Now().Add(-time.Second)
+	if err := e.st.TouchSession(context.Background(), s.ID, past, past, past); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(3 * time.Second)
+	if v := e.a.CachedSessionView(s.Token); v == nil {
+		t.Fatal("no view of the cached snapshot while the refresh is due")
+	}
+	select {
+	case <-refreshed:
+	case <-time.After(30 * time.Second): // a guard, not a synchronisation
+		t.Fatal("no background refresh finished")
+	}
+	if v := e.a.CachedSessionView(s.Token); v != nil {
+		t.Fatal("a session the refresh found dead still answers")
+	}
+	if n := e.a.CacheLen(); n != 0 {
+		t.Fatalf("CacheLen = %d after the refresh found the session dead; want 0", n)
+	}
+	e.wantInvalid(t, s.Token, "dead in the database")
+}

@@ -102,6 +102,14 @@ func jsonHeaders(h http.Header) {
 	h.Set("Cache-Control", "no-store")
 }
 
+// dropDeadCookie expires the session cookie r carries, for answers that say
+// it holds no valid session.
+func (s *Server) dropDeadCookie(w http.ResponseWriter, r *http.Request) {
+	if _, src := s.auth.Token(r); src == auth.TokenCookie {
+		http.SetCookie(w, s.auth.CreateSessionCookie(nil))
+	}
+}
+
 var errorPage = template.Must(template.New("error").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{{.Title}}</title><link rel="stylesheet" href="/assets/broker.css"></head>
@@ -120,9 +128,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	s.log.Log(r.Context(), lvl, "request failed", "request_id", requestID(r.Context()),
 		"status", he.Status, "code", he.Code, "err", errString(he.Err))
 	if he.Status == http.StatusUnauthorized && he.Code == auth.ErrInvalidSessionID.Code {
-		if _, src := s.auth.Token(r); src == auth.TokenCookie {
-			http.SetCookie(w, s.auth.CreateSessionCookie(nil))
-		}
+		s.dropDeadCookie(w, r)
 	}
 	if wantsJSON(r) || !acceptsHTML(r) {
 		writeJSON(w, he.Status, map[string]string{"error": he.Code, "message": he.Message})

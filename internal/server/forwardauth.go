@@ -302,12 +302,9 @@ func (s *Server) forwardAnonymous(w http.ResponseWriter, r *http.Request) {
 			target += "?redirect_to=" + url.QueryEscape(orig)
 		}
 		w.Header().Set("Cache-Control", "no-store")
-		// A cookie here is a dead session's (there is no valid one): the
-		// proxy shows this answer to the browser, so drop it, as the 401
-		// answer does.
-		if _, src := s.auth.Token(r); src == auth.TokenCookie {
-			http.SetCookie(w, s.auth.CreateSessionCookie(nil))
-		}
+		// The proxy shows this answer to the browser: drop a dead
+		// session's cookie, as the 401 answer does.
+		s.dropDeadCookie(w, r)
 		http.Redirect(w, r, target, http.StatusFound)
 		return
 	}

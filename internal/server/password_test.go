@@ -479,6 +479,12 @@ func TestPasswordSignupLimit(t *testing.T) {
 	if r := signup("a3@example.com", "203.0.113.7"); r.StatusCode != http.StatusCreated {
 		t.Fatalf("after the window: %d %s", r.StatusCode, r.body)
 	}
+	// The limit cannot be counted (its table is gone): 503, and no account.
+	if _, err := h.store.DB().Exec("DROP TABLE rate_limits"); err != nil {
+		t.Fatal(err)
+	}
+	wantError(t, signup("a4@example.com", "203.0.113.8"), http.StatusServiceUnavailable, "SERVICE_UNAVAILABLE")
+	h.wantUsers(4)
 }
 
 func TestPasswordLoginUnknownAndWrongAlike(t *testing.T) {
