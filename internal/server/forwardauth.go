@@ -140,11 +140,10 @@ type viewAnswers struct {
 // answers returns v's answers, computed once per view. Not for
 // Options.ClaimsPerRequest.
 func (s *Server) answers(ctx context.Context, v *auth.SessionView) *viewAnswers {
-	// Memoized claims must not depend on this request's cancellation.
-	ctx = context.WithoutCancel(ctx)
 	return v.Memo(s, func(sess *auth.Session) any {
 		as := &viewAnswers{}
-		s.fillForwardAnswer(ctx, sess, &as.forward)
+		// Memoized claims must not depend on this request's cancellation.
+		s.fillForwardAnswer(context.WithoutCancel(ctx), sess, &as.forward)
 		return as
 	}).(*viewAnswers)
 }
