@@ -5,12 +5,13 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"hash/maphash"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unique"
 
 	"github.com/brokerauth/broker/storage"
 )
@@ -70,16 +71,23 @@ type Invalidations interface {
 }
 
 // sessionCache is a bounded, sharded LRU of validated sessions keyed by the
-// SHA-256 of the token (the session id, unencoded). An entry holds the
-// session's stored fields in a compact form and points to a snapshot of
-// its user, shared by all of that user's cached sessions: a user
-// invalidation marks the snapshot dead, which turns every entry pointing
-// to it into a miss.
+// SHA-256 of the token (the session id, unencoded).
+//
+// Layout: the garbage collector marks every live object on every cycle, and
+// a busy broker's cache is most of its heap, so the cache is built to hold
+// no pointers. Each shard keeps its entries in one slice of pointer-free
+// records (the GC marks the slice and never scans it), indexes them with a
+// map of integers (which it does not scan either), links its LRU list by
+// slot number, and keeps each entry's strings (its user's, its user agent
+// and IP, both attribute sets as JSON) in one byte arena. Only the shared
+// views of sessions that have been hit (see view) are pointers, one slot per
+// entry. An entry carries its own copy of its user, so a user invalidation
+// sweeps the shards for that user's entries.
 //
 // Consistency: every invalidation and flush bumps gen before it evicts; a
 // fill records gen before it reads the database and is dropped if gen moved
-// meanwhile (checked under the locks the eviction takes), so a read that
-// raced with an invalidation is never cached. While live is false (the
+// meanwhile (checked under the shard lock the eviction takes), so a read
+// that raced with an invalidation is never cached. While live is false (the
 // invalidation feed is down) the cache is empty and bypassed.
 type sessionCache struct {
 	ttl      int64 // nanoseconds
@@ -88,178 +96,92 @@ type sessionCache struct {
 	gen      atomic.Uint64
 	live     atomic.Bool
 	shards   [cacheShards]cacheShard
-	users    [cacheShards]userShard
 }
+
+// noSlot ends the LRU and free lists.
+const noSlot = -1
 
 type cacheShard struct {
 	mu sync.Mutex
-	// m is keyed by the first 8 bytes of the key (small slots: fewer cache
-	// lines per lookup); find checks the whole key.
-	m map[uint64]*cacheEntry
-	// LRU list: head is the most recently used entry.
-	head, tail *cacheEntry
-	_          [32]byte // pad to 64 bytes: shards on separate cache lines
+	// idx is keyed by the first 8 bytes of the key (small slots: fewer
+	// cache lines per lookup); find checks the whole key.
+	idx  map[uint64]int32
+	ents []cacheEntry
+	// views[i] is the shared view of ents[i], built on first use (see
+	// sessionCache.view) and dropped with every change to the entry.
+	views []*SessionView
+	// arena holds the entries' values; waste counts its bytes that no
+	// entry uses any more (compact reclaims them).
+	arena []byte
+	waste int
+	// LRU list (head: most recently used) and free slots, through
+	// cacheEntry.prev/next.
+	head, tail, free int32
+	// seq numbers entry versions: a view is kept only for the version it
+	// was built from.
+	seq uint64
 }
 
-type userShard struct {
-	mu sync.Mutex
-	m  map[string]*userSnap
-	_  [48]byte
-}
-
-// userSnap is a user as last read from the database. Every entry that
-// points to it holds a reference; the last one to go removes it from its
-// user shard, so a user invalidation finds every snapshot in use.
-type userSnap struct {
-	user atomic.Pointer[compactUser]
-	dead atomic.Bool
-	refs int // guarded by the user shard's mutex
-}
-
-// compactUser is a storage.User laid out for the garbage collector, which
-// marks every cached object on every cycle: its strings share one
-// allocation, its times are Unix microseconds, and its attributes are a
-// list (a map costs several times its content) whose keys are interned.
-// user rebuilds a storage.User for each caller.
-type compactUser struct {
-	strs                       string    // ID, username, email, name, image, back to back
-	ends                       [5]uint32 // where each of them ends in strs
-	has                        uint8     // which optional values are set (hasUsername…)
-	verified, created, updated int64
-	handle                     []byte // WebAuthnHandle
-	attrs                      []attr
-	// shared is the user for shared views (read-only, attributes included),
-	// built on first use: the views of one snapshot share its values.
-	shared atomic.Pointer[sharedUser]
-}
-
-// sharedUser is a user for shared views in one allocation: the user's
-// pointers point into it.
-type sharedUser struct {
-	u        storage.User
-	strs     [4]string // username, email, name, image
-	verified time.Time
-}
-
-// Bits of compactUser.has.
-const (
-	hasUsername = 1 << iota
-	hasEmail
-	hasName
-	hasImage
-	hasVerified
-)
-
-func newCompactUser(u *storage.User) *compactUser {
-	cu := &compactUser{created: micros(u.CreatedAt), updated: micros(u.UpdatedAt), handle: u.WebAuthnHandle, attrs: toAttrs(u.Attributes)}
-	var b strings.Builder
-	b.WriteString(u.ID)
-	cu.ends[0] = uint32(b.Len())
-	for i, p := range []*string{u.Username, u.Email, u.Name, u.Image} {
-		if p != nil {
-			cu.has |= 1 << i
-			b.WriteString(*p)
-		}
-		cu.ends[i+1] = uint32(b.Len())
-	}
-	if u.EmailVerifiedAt != nil {
-		cu.has |= hasVerified
-		cu.verified = micros(*u.EmailVerifiedAt)
-	}
-	cu.strs = b.String()
-	return cu
-}
-
-// str returns the i-th string of strs.
-func (cu *compactUser) str(i int) string {
-	start := uint32(0)
-	if i > 0 {
-		start = cu.ends[i-1]
-	}
-	return cu.strs[start:cu.ends[i]]
-}
-
-func (cu *compactUser) id() string { return cu.str(0) }
-
-// user rebuilds the storage.User, without attributes.
-func (cu *compactUser) user() storage.User {
-	u := storage.User{ID: cu.id(), WebAuthnHandle: cu.handle, CreatedAt: fromMicros(cu.created), UpdatedAt: fromMicros(cu.updated)}
-	for i, p := range []**string{&u.Username, &u.Email, &u.Name, &u.Image} {
-		if cu.has&(1<<i) != 0 {
-			v := cu.str(i + 1)
-			*p = &v
-		}
-	}
-	if cu.has&hasVerified != 0 {
-		t := fromMicros(cu.verified)
-		u.EmailVerifiedAt = &t
-	}
-	return u
-}
-
-// sharedUser returns the user that cu's views share: its pointers and
-// attribute map are built once per snapshot, so that a view costs the heap
-// (and every GC cycle) no objects of its own for its user.
-func (cu *compactUser) sharedUser() storage.User {
-	if su := cu.shared.Load(); su != nil {
-		return su.u
-	}
-	su := &sharedUser{}
-	su.u = storage.User{
-		ID: cu.id(), WebAuthnHandle: cu.handle, CreatedAt: fromMicros(cu.created), UpdatedAt: fromMicros(cu.updated),
-		Attributes: attrMap(cu.attrs),
-	}
-	for i, p := range []**string{&su.u.Username, &su.u.Email, &su.u.Name, &su.u.Image} {
-		if cu.has&(1<<i) != 0 {
-			su.strs[i] = cu.str(i + 1)
-			*p = &su.strs[i]
-		}
-	}
-	if cu.has&hasVerified != 0 {
-		su.verified = fromMicros(cu.verified)
-		su.u.EmailVerifiedAt = &su.verified
-	}
-	cu.shared.CompareAndSwap(nil, su)
-	return cu.shared.Load().u
-}
-
-// noAttrs is the attribute map of every shared view of a session without
-// attributes (read-only, as shared views are).
-var noAttrs = map[string]any{}
-
-type attr struct {
-	k unique.Handle[string]
-	v any
-}
-
-// cacheEntry is a cached session. Times are Unix microseconds (the
-// precision the database keeps). The fields every hit reads come first, so
-// that a hit touches few cache lines.
+// cacheEntry is a cached session and its user, without pointers. Times are
+// Unix microseconds (the precision the database keeps) except fetched and
+// promoted. The fields every hit reads come first, so that a hit touches
+// few cache lines.
 type cacheEntry struct {
-	key  [32]byte
-	user *userSnap
-	// view is the shared view of the entry (see view), built on first use;
-	// seq counts the changes update makes, each of which drops it.
-	view *SessionView
+	key [32]byte
 	// fetched is when the database read that filled the entry started, in
 	// the Auth's clock (Unix nanoseconds); promoted is when it last moved to
 	// the front of the LRU list.
 	fetched, promoted int64
 	active, lastSeen  int64
 	seq               uint64
+	prev, next        int32
+	used              bool
 	// touching is set while one validation writes the last-seen time, so
 	// concurrent ones do not write it too.
 	touching bool
 	// refreshing is set while a background read renews the entry (see
 	// Auth.refreshAhead), so that one read is started per entry.
 	refreshing bool
+	has        uint8 // which optional user values are set (hasUsername…)
 
 	idle, created, authed int64
-	ua                    unique.Handle[string] // user agents repeat: keep one copy
-	ip                    string
-	attrs                 []attr
-	prev, next            *cacheEntry
+	userHash              uint64 // of the user id: user invalidations find the entry by it
+	uCreated, uUpdated    int64
+	uVerified             int64
+	// data is where the entry's values start in the arena; ends[i] is where
+	// value i (fUserID…) ends, relative to data.
+	data uint32
+	ends [nFields]uint32
 }
+
+// The values of an entry kept in its shard's arena, in this order.
+const (
+	fUserID = iota
+	fUsername
+	fEmail
+	fName
+	fImage
+	fHandle    // WebAuthnHandle
+	fUserAttrs // JSON object, empty for none
+	fUA
+	fIP
+	fSessAttrs // JSON object, empty for none
+	nFields
+)
+
+// Bits of cacheEntry.has.
+const (
+	hasUsername = 1 << iota
+	hasEmail
+	hasName
+	hasImage
+	hasVerified
+	hasHandle
+)
+
+// minCompact is the arena waste (bytes) below which a shard does not
+// compact its arena.
+const minCompact = 64 << 10
 
 func newSessionCache(size int, ttl time.Duration) *sessionCache {
 	c := &sessionCache{
@@ -267,8 +189,9 @@ func newSessionCache(size int, ttl time.Duration) *sessionCache {
 		perShard: (size + cacheShards - 1) / cacheShards,
 	}
 	for i := range c.shards {
-		c.shards[i].m = make(map[uint64]*cacheEntry)
-		c.users[i].m = make(map[string]*userSnap)
+		sh := &c.shards[i]
+		sh.idx = make(map[uint64]int32)
+		sh.head, sh.tail, sh.free = noSlot, noSlot, noSlot
 	}
 	c.live.Store(true)
 	return c
@@ -283,12 +206,16 @@ func (c *sessionCache) shard(k *[32]byte) *cacheShard { return &c.shards[k[0]%ca
 
 func prefix(k *[32]byte) uint64 { return binary.LittleEndian.Uint64(k[:8]) }
 
-// find returns the entry of k, or nil.
-func (sh *cacheShard) find(k *[32]byte) *cacheEntry {
-	if e := sh.m[prefix(k)]; e != nil && e.key == *k {
-		return e
+func userHash(id string) uint64 { return maphash.String(userSeed, id) }
+
+var userSeed = maphash.MakeSeed()
+
+// find returns the slot of k's entry, or noSlot.
+func (sh *cacheShard) find(k *[32]byte) int32 {
+	if i, ok := sh.idx[prefix(k)]; ok && sh.ents[i].key == *k {
+		return i
 	}
-	return nil
+	return noSlot
 }
 
 // promoteEvery is how often a hit moves its entry to the front of the LRU
@@ -296,39 +223,13 @@ func (sh *cacheShard) find(k *[32]byte) *cacheEntry {
 // and do not write to other entries' memory.
 const promoteEvery = int64(time.Second)
 
-// touched records a hit on e at now (its shard's lock held).
-func (sh *cacheShard) touched(e *cacheEntry, now int64) {
+// touched records a hit on slot i at now (its shard's lock held).
+func (sh *cacheShard) touched(i int32, now int64) {
+	e := &sh.ents[i]
 	if now-e.promoted >= promoteEvery || now < e.promoted {
-		sh.toFront(e)
+		sh.toFront(i)
 		e.promoted = now
 	}
-}
-
-func (c *sessionCache) userShard(id string) *userShard {
-	return &c.users[maphash.String(userSeed, id)%cacheShards]
-}
-
-var userSeed = maphash.MakeSeed()
-
-func toAttrs(m map[string]any) []attr {
-	if len(m) == 0 {
-		return nil
-	}
-	out := make([]attr, 0, len(m))
-	for k, v := range m {
-		out = append(out, attr{unique.Make(k), v}) // every user has the same few keys
-	}
-	return out
-}
-
-// attrMap builds a map the caller owns (values are shared: JSON objects
-// inside attributes are not copied).
-func attrMap(as []attr) map[string]any {
-	m := make(map[string]any, len(as))
-	for _, a := range as {
-		m[a.k.Value()] = a.v
-	}
-	return m
 }
 
 func micros(t time.Time) int64 { return t.UnixMicro() }
@@ -342,45 +243,43 @@ type cached struct {
 	touch bool // this caller must write the last-seen time
 }
 
-// get returns the entry of k if it is younger than the TTL and its user
-// was not invalidated. With touchInterval > 0 it also claims the last-seen
-// write when the stored last-seen time is that old and nobody else is
-// writing it.
+// get returns the entry of k if it is younger than the TTL. With
+// touchInterval > 0 it also claims the last-seen write when the stored
+// last-seen time is that old and nobody else is writing it.
 func (c *sessionCache) get(k *[32]byte, now int64, touchInterval time.Duration) (cached, bool) {
 	if !c.live.Load() {
 		return cached{}, false
 	}
 	sh := c.shard(k)
 	sh.mu.Lock()
-	e := sh.find(k)
-	if e == nil {
+	i := sh.find(k)
+	if i == noSlot {
 		sh.mu.Unlock()
 		return cached{}, false
 	}
+	e := &sh.ents[i]
 	if c.stale(e, now) {
-		c.remove(sh, e)
+		c.remove(sh, i)
 		sh.mu.Unlock()
 		return cached{}, false
 	}
-	sh.touched(e, now)
+	sh.touched(i, now)
 	touch := false
 	if !e.touching && touchDue(e, now, touchInterval) {
 		e.touching = true
 		touch = true
 	}
-	f := e.fields()
+	snap := sh.snapshot(i)
 	sh.mu.Unlock()
-	f.id = hexID(k)
-	out := f.cached()
-	out.touch = touch
+	out := cached{user: snap.user(), touch: touch}
+	out.sess = snap.session(hexID(k), decodeAttrs(snap.field(fSessAttrs)))
 	return out, true
 }
 
 // stale reports whether e may no longer answer at now (Unix nanoseconds):
-// older than the TTL (or from the future: the clock went back), or its
-// user invalidated.
+// older than the TTL, or from the future (the clock went back).
 func (c *sessionCache) stale(e *cacheEntry, now int64) bool {
-	return now-e.fetched >= c.ttl || now < e.fetched || e.user.dead.Load()
+	return now-e.fetched >= c.ttl || now < e.fetched
 }
 
 // touchDue reports whether e's last-seen time is touchInterval old at now
@@ -390,98 +289,189 @@ func touchDue(e *cacheEntry, now int64, touchInterval time.Duration) bool {
 }
 
 // view returns the shared view of k's entry when the entry can answer on
-// its own (see [Auth.CachedSessionView]): young enough, its user not
-// invalidated, the session active and no last-seen write due. It builds the
-// view with build on first use and after each change to the entry or its
-// user snapshot. It never evicts and leaves every other case to get. It
-// claims the entry's refresh (refresh is true: the caller starts it) when
-// the snapshot is old enough and nobody else is renewing it.
+// its own (see [Auth.CachedSessionView]): young enough, the session active
+// and no last-seen write due. It builds the view with build on first use
+// and after each change to the entry. It never evicts and leaves every
+// other case to get. It claims the entry's refresh (refresh is true: the
+// caller starts it) when the snapshot is old enough and nobody else is
+// renewing it.
 func (c *sessionCache) view(k *[32]byte, now int64, touchInterval time.Duration, build func(cached) *SessionView) (_ *SessionView, refresh bool) {
 	if !c.live.Load() {
 		return nil, false
 	}
 	sh := c.shard(k)
 	sh.mu.Lock()
-	e := sh.find(k)
-	if e == nil || c.stale(e, now) || now/1000 >= e.active || touchDue(e, now, touchInterval) {
+	i := sh.find(k)
+	if i == noSlot {
 		sh.mu.Unlock()
 		return nil, false
 	}
-	sh.touched(e, now)
+	e := &sh.ents[i]
+	if c.stale(e, now) || now/1000 >= e.active || touchDue(e, now, touchInterval) {
+		sh.mu.Unlock()
+		return nil, false
+	}
+	sh.touched(i, now)
 	if !e.refreshing && now-e.fetched >= c.refresh {
 		e.refreshing, refresh = true, true
 	}
-	if v := e.view; v != nil && v.user == e.user.user.Load() {
+	if v := sh.views[i]; v != nil {
 		sh.mu.Unlock()
 		return v, refresh
 	}
-	f, seq := e.fields(), e.seq
+	snap := sh.snapshot(i)
 	sh.mu.Unlock()
 
 	// Built outside the lock: build runs the deployment's attribute hooks.
-	cd := f.sharedCached()
-	v := build(cd)
-	v.user = f.user
+	attrs := noAttrs
+	if a := snap.field(fSessAttrs); a != "" {
+		attrs = decodeAttrs(a)
+	}
+	v := build(cached{user: snap.user(), sess: snap.session("", attrs)})
+	v.shared = true
 	sh.mu.Lock()
-	if sh.find(k) == e && e.seq == seq && e.user.user.Load() == f.user {
-		e.view = v
+	if sh.find(k) == i && sh.ents[i].seq == snap.e.seq {
+		sh.views[i] = v
 	}
 	sh.mu.Unlock()
 	return v, refresh
 }
 
-// entryFields are an entry's values, copied under its shard's lock.
-type entryFields struct {
-	id                                      string
-	user                                    *compactUser
-	active, idle, created, authAt, lastSeen int64
-	ua                                      unique.Handle[string]
-	ip                                      string
-	attrs                                   []attr
+// entrySnap is an entry and its values, copied under its shard's lock.
+type entrySnap struct {
+	e    cacheEntry
+	data string
 }
 
-func (e *cacheEntry) fields() entryFields {
-	return entryFields{
-		user:   e.user.user.Load(),
-		active: e.active, idle: e.idle, created: e.created, authAt: e.authed, lastSeen: e.lastSeen,
-		ua: e.ua, ip: e.ip, attrs: e.attrs,
+func (sh *cacheShard) snapshot(i int32) entrySnap {
+	e := &sh.ents[i]
+	return entrySnap{e: *e, data: string(sh.arena[e.data : e.data+e.ends[nFields-1]])}
+}
+
+// field returns value f (fUserID…) of the entry.
+func (s *entrySnap) field(f int) string {
+	start := uint32(0)
+	if f > 0 {
+		start = s.e.ends[f-1]
 	}
+	return s.data[start:s.e.ends[f]]
 }
 
-// cached rebuilds the stored session and user, with attribute maps of the
-// caller's own.
-func (f entryFields) cached() cached {
-	out := cached{user: f.user.user()}
-	out.user.Attributes = attrMap(f.user.attrs)
-	out.sess = f.session(attrMap(f.attrs))
-	return out
+// userBox holds a rebuilt user's pointed-to values in one allocation.
+type userBox struct {
+	strs     [4]string // username, email, name, image
+	verified time.Time
 }
 
-// sharedCached is cached for a shared view: the user snapshot's shared
-// user, and noAttrs for a session without attributes. Its session has no
-// ID: the view's builder sets it (see Auth.cachedView).
-func (f entryFields) sharedCached() cached {
-	attrs := noAttrs
-	if len(f.attrs) > 0 {
-		attrs = attrMap(f.attrs)
+// user rebuilds the stored user, with an attribute map of the caller's own.
+func (s *entrySnap) user() storage.User {
+	e := &s.e
+	box := &userBox{}
+	u := storage.User{
+		ID: s.field(fUserID), CreatedAt: fromMicros(e.uCreated), UpdatedAt: fromMicros(e.uUpdated),
+		Attributes: decodeAttrs(s.field(fUserAttrs)),
 	}
-	return cached{user: f.user.sharedUser(), sess: f.session(attrs)}
+	for i, p := range []**string{&u.Username, &u.Email, &u.Name, &u.Image} {
+		if e.has&(1<<i) != 0 {
+			box.strs[i] = s.field(fUsername + i)
+			*p = &box.strs[i]
+		}
+	}
+	if e.has&hasVerified != 0 {
+		box.verified = fromMicros(e.uVerified)
+		u.EmailVerifiedAt = &box.verified
+	}
+	if e.has&hasHandle != 0 {
+		u.WebAuthnHandle = []byte(s.field(fHandle))
+	}
+	return u
 }
 
-// session rebuilds the stored session with the given attribute map.
-func (f entryFields) session(attrs map[string]any) storage.Session {
+// session rebuilds the stored session with the given id and attribute map.
+func (s *entrySnap) session(id string, attrs map[string]any) storage.Session {
+	e := &s.e
 	return storage.Session{
-		ID:              f.id,
-		UserID:          f.user.id(),
-		ActiveExpires:   fromMicros(f.active),
-		IdleExpires:     fromMicros(f.idle),
-		CreatedAt:       fromMicros(f.created),
-		AuthenticatedAt: fromMicros(f.authAt),
-		LastSeenAt:      fromMicros(f.lastSeen),
-		UserAgent:       f.ua.Value(),
-		IP:              f.ip,
+		ID:              id,
+		UserID:          s.field(fUserID),
+		ActiveExpires:   fromMicros(e.active),
+		IdleExpires:     fromMicros(e.idle),
+		CreatedAt:       fromMicros(e.created),
+		AuthenticatedAt: fromMicros(e.authed),
+		LastSeenAt:      fromMicros(e.lastSeen),
+		UserAgent:       s.field(fUA),
+		IP:              s.field(fIP),
 		Attributes:      attrs,
 	}
+}
+
+// noAttrs is the attribute map of every shared view of a session without
+// attributes (read-only, as shared views are).
+var noAttrs = map[string]any{}
+
+// encodeAttrs returns m as a JSON object, or nothing for an empty one.
+func encodeAttrs(m map[string]any) ([]byte, error) {
+	if len(m) == 0 {
+		return nil, nil
+	}
+	return json.Marshal(m)
+}
+
+// decodeAttrs reads what encodeAttrs wrote into a map the caller owns.
+// Attributes come from the database as JSON, so they come back as the
+// store gave them.
+func decodeAttrs(s string) map[string]any {
+	m := map[string]any{}
+	if s != "" {
+		// Written by encodeAttrs: it does not fail.
+		_ = json.Unmarshal([]byte(s), &m)
+	}
+	return m
+}
+
+// encodeEntry lays out a session read from the database, and its user, as
+// a cache entry and its values (the caller sets data when it stores them).
+func encodeEntry(k *[32]byte, s *storage.Session, u *storage.User, fetched int64) (cacheEntry, []byte, error) {
+	uattrs, err := encodeAttrs(u.Attributes)
+	if err != nil {
+		return cacheEntry{}, nil, err
+	}
+	sattrs, err := encodeAttrs(s.Attributes)
+	if err != nil {
+		return cacheEntry{}, nil, err
+	}
+	e := cacheEntry{
+		key: *k, fetched: fetched, promoted: fetched,
+		active: micros(s.ActiveExpires), idle: micros(s.IdleExpires), created: micros(s.CreatedAt),
+		authed: micros(s.AuthenticatedAt), lastSeen: micros(s.LastSeenAt),
+		userHash: userHash(u.ID), uCreated: micros(u.CreatedAt), uUpdated: micros(u.UpdatedAt),
+	}
+	data := make([]byte, 0, len(u.ID)+len(u.WebAuthnHandle)+len(uattrs)+len(s.UserAgent)+len(s.IP)+len(sattrs)+64)
+	add := func(f int, v []byte) {
+		data = append(data, v...)
+		e.ends[f] = uint32(len(data))
+	}
+	add(fUserID, []byte(u.ID))
+	for i, p := range []*string{u.Username, u.Email, u.Name, u.Image} {
+		var v []byte
+		if p != nil {
+			e.has |= 1 << i
+			v = []byte(*p)
+		}
+		add(fUsername+i, v)
+	}
+	if u.EmailVerifiedAt != nil {
+		e.has |= hasVerified
+		e.uVerified = micros(*u.EmailVerifiedAt)
+	}
+	if u.WebAuthnHandle != nil {
+		e.has |= hasHandle
+	}
+	add(fHandle, u.WebAuthnHandle)
+	add(fUserAttrs, uattrs)
+	add(fUA, []byte(s.UserAgent))
+	add(fIP, []byte(s.IP))
+	add(fSessAttrs, sattrs)
+	return e, data, nil
 }
 
 // put caches a session read from the database, replacing k's entry, when
@@ -489,67 +479,67 @@ func (f entryFields) session(attrs map[string]any) storage.Session {
 // it did.
 func (c *sessionCache) put(k *[32]byte, s storage.Session, u storage.User, fetched int64, gen0 uint64) bool {
 	if !c.live.Load() || c.gen.Load() != gen0 {
-		return false // cheap early out; checked again under the locks
+		return false // cheap early out; checked again under the lock
 	}
-	cu := newCompactUser(&u)
-	uid := cu.id()
-	e := &cacheEntry{
-		key: *k, fetched: fetched,
-		active: micros(s.ActiveExpires), idle: micros(s.IdleExpires), created: micros(s.CreatedAt),
-		authed: micros(s.AuthenticatedAt), lastSeen: micros(s.LastSeenAt),
-		ua: unique.Make(s.UserAgent), ip: s.IP, attrs: toAttrs(s.Attributes),
+	rec, data, err := encodeEntry(k, &s, &u, fetched)
+	if err != nil || len(data) > math.MaxUint32/2 {
+		return false
 	}
 	sh := c.shard(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	us := c.userShard(uid)
-	us.mu.Lock()
-	// An invalidation bumps gen before it takes either lock.
+	// An invalidation bumps gen before it takes the lock.
 	if !c.live.Load() || c.gen.Load() != gen0 {
-		us.mu.Unlock()
 		return false
 	}
-	snap := us.m[uid]
-	switch {
-	case snap == nil:
-		snap = &userSnap{}
-		snap.user.Store(cu)
-		us.m[uid] = snap
-	case cu.updated >= snap.user.Load().updated:
-		// The newest read wins: every cached session of the user sees it.
-		snap.user.Store(cu)
-	}
-	snap.refs++
-	us.mu.Unlock()
-	e.user = snap
-
-	if old := sh.m[prefix(k)]; old != nil { // this session, or one whose key shares the prefix
+	if old, ok := sh.idx[prefix(k)]; ok { // this session, or one whose key shares the prefix
 		c.remove(sh, old)
 	}
-	for len(sh.m) >= c.perShard && sh.tail != nil {
+	for len(sh.idx) >= c.perShard && sh.tail != noSlot {
 		c.remove(sh, sh.tail)
 	}
-	sh.m[prefix(k)] = e
-	e.promoted = fetched
-	e.next = sh.head
-	if sh.head != nil {
-		sh.head.prev = e
+	if len(sh.arena)+len(data) > math.MaxUint32 {
+		return false
 	}
-	sh.head = e
-	if sh.tail == nil {
-		sh.tail = e
+	i := sh.alloc()
+	sh.seq++
+	rec.seq, rec.used = sh.seq, true
+	rec.data = uint32(len(sh.arena))
+	sh.arena = append(sh.arena, data...)
+	rec.prev, rec.next = noSlot, sh.head
+	sh.ents[i] = rec
+	if sh.head != noSlot {
+		sh.ents[sh.head].prev = i
 	}
+	sh.head = i
+	if sh.tail == noSlot {
+		sh.tail = i
+	}
+	sh.idx[prefix(k)] = i
 	return true
+}
+
+// alloc returns a free slot, growing the shard's slices if none is free.
+func (sh *cacheShard) alloc() int32 {
+	if i := sh.free; i != noSlot {
+		sh.free = sh.ents[i].next
+		return i
+	}
+	sh.ents = append(sh.ents, cacheEntry{})
+	sh.views = append(sh.views, nil)
+	return int32(len(sh.ents) - 1)
 }
 
 // update records a write validation made (a touch or a reset) on the entry
 // of k, if it is still cached, and releases the touch claim.
 func (c *sessionCache) update(k *[32]byte, activeExpires, idleExpires, lastSeen time.Time) {
-	c.withEntry(k, func(_ *cacheShard, e *cacheEntry) {
+	c.withEntry(k, func(sh *cacheShard, i int32) {
+		e := &sh.ents[i]
 		e.active, e.idle, e.lastSeen = micros(activeExpires), micros(idleExpires), micros(lastSeen)
 		e.touching = false
-		e.view = nil
-		e.seq++
+		sh.seq++
+		e.seq = sh.seq
+		sh.views[i] = nil
 	})
 }
 
@@ -557,31 +547,34 @@ func (c *sessionCache) update(k *[32]byte, activeExpires, idleExpires, lastSeen 
 // not kept: a later hit may try again, and meanwhile the snapshot answers
 // until its TTL as before.
 func (c *sessionCache) unclaimRefresh(k *[32]byte) {
-	c.withEntry(k, func(_ *cacheShard, e *cacheEntry) { e.refreshing = false })
+	c.withEntry(k, func(sh *cacheShard, i int32) { sh.ents[i].refreshing = false })
 }
 
 // release gives up a touch claim after a failed write.
 func (c *sessionCache) release(k *[32]byte) {
-	c.withEntry(k, func(_ *cacheShard, e *cacheEntry) { e.touching = false })
+	c.withEntry(k, func(sh *cacheShard, i int32) { sh.ents[i].touching = false })
 }
 
 // drop evicts the entry of k without bumping the generation: for entries
 // this process found stale or dead itself.
 func (c *sessionCache) drop(k *[32]byte) {
-	c.withEntry(k, func(sh *cacheShard, e *cacheEntry) { c.remove(sh, e) })
+	c.withEntry(k, c.remove)
 }
 
 // withEntry runs f on k's entry, if cached, under its shard's lock.
-func (c *sessionCache) withEntry(k *[32]byte, f func(*cacheShard, *cacheEntry)) {
+func (c *sessionCache) withEntry(k *[32]byte, f func(*cacheShard, int32)) {
 	sh := c.shard(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if e := sh.find(k); e != nil {
-		f(sh, e)
+	if i := sh.find(k); i != noSlot {
+		f(sh, i)
 	}
 }
 
-// invalidate evicts what ev names.
+// invalidate evicts what ev names. A user's entries are found by sweeping
+// every shard: user invalidations (sign-out everywhere, deletion, a
+// changed password or profile) are rare next to validations, and a sweep
+// keeps the entries free of pointers to shared user records.
 func (c *sessionCache) invalidate(ev Invalidation) {
 	c.gen.Add(1)
 	if ev.SessionID != "" {
@@ -590,15 +583,19 @@ func (c *sessionCache) invalidate(ev Invalidation) {
 		}
 	}
 	if ev.UserID != "" {
-		us := c.userShard(ev.UserID)
-		us.mu.Lock()
-		if snap := us.m[ev.UserID]; snap != nil {
-			// Its entries become misses and go when next looked at (or
-			// pushed out by newer ones).
-			snap.dead.Store(true)
-			delete(us.m, ev.UserID)
+		h := userHash(ev.UserID)
+		for s := range c.shards {
+			sh := &c.shards[s]
+			sh.mu.Lock()
+			for i := range sh.ents {
+				// A user whose id hash collides loses its entries too:
+				// they are read again.
+				if e := &sh.ents[i]; e.used && e.userHash == h {
+					c.remove(sh, int32(i))
+				}
+			}
+			sh.mu.Unlock()
 		}
-		us.mu.Unlock()
 	}
 }
 
@@ -608,18 +605,11 @@ func (c *sessionCache) flush() {
 	for i := range c.shards {
 		sh := &c.shards[i]
 		sh.mu.Lock()
-		clear(sh.m)
-		sh.head, sh.tail = nil, nil
+		clear(sh.idx)
+		sh.ents, sh.views, sh.arena = nil, nil, nil
+		sh.waste = 0
+		sh.head, sh.tail, sh.free = noSlot, noSlot, noSlot
 		sh.mu.Unlock()
-	}
-	for i := range c.users {
-		us := &c.users[i]
-		us.mu.Lock()
-		for _, snap := range us.m {
-			snap.dead.Store(true) // for entries of fills racing with the flush
-		}
-		clear(us.m)
-		us.mu.Unlock()
 	}
 }
 
@@ -641,58 +631,76 @@ func (c *sessionCache) len() int {
 	for i := range c.shards {
 		sh := &c.shards[i]
 		sh.mu.Lock()
-		for _, e := range sh.m {
-			if !e.user.dead.Load() {
-				n++
-			}
-		}
+		n += len(sh.idx)
 		sh.mu.Unlock()
 	}
 	return n
 }
 
-func (sh *cacheShard) toFront(e *cacheEntry) {
-	if sh.head == e {
-		return
-	}
-	// Unlink (e is not the head, so e.prev != nil).
-	e.prev.next = e.next
-	if e.next != nil {
-		e.next.prev = e.prev
-	} else {
-		sh.tail = e.prev
-	}
-	e.prev, e.next = nil, sh.head
-	sh.head.prev = e
-	sh.head = e
-}
-
-// remove unlinks e from its shard (whose lock is held) and drops its
-// reference to its user snapshot.
-func (c *sessionCache) remove(sh *cacheShard, e *cacheEntry) {
-	if sh.m[prefix(&e.key)] == e {
-		delete(sh.m, prefix(&e.key))
-	}
-	if e.prev != nil {
-		e.prev.next = e.next
+// unlink takes slot i out of the LRU list.
+func (sh *cacheShard) unlink(i int32) {
+	e := &sh.ents[i]
+	if e.prev != noSlot {
+		sh.ents[e.prev].next = e.next
 	} else {
 		sh.head = e.next
 	}
-	if e.next != nil {
-		e.next.prev = e.prev
+	if e.next != noSlot {
+		sh.ents[e.next].prev = e.prev
 	} else {
 		sh.tail = e.prev
 	}
-	e.prev, e.next = nil, nil
-	snap := e.user
-	id := snap.user.Load().id()
-	us := c.userShard(id)
-	us.mu.Lock()
-	snap.refs--
-	if snap.refs <= 0 && us.m[id] == snap {
-		delete(us.m, id)
+	e.prev, e.next = noSlot, noSlot
+}
+
+func (sh *cacheShard) toFront(i int32) {
+	if sh.head == i {
+		return
 	}
-	us.mu.Unlock()
+	sh.unlink(i)
+	e := &sh.ents[i]
+	e.next = sh.head
+	if sh.head != noSlot {
+		sh.ents[sh.head].prev = i
+	}
+	sh.head = i
+	if sh.tail == noSlot {
+		sh.tail = i
+	}
+}
+
+// remove evicts the entry in slot i of sh (whose lock is held).
+func (c *sessionCache) remove(sh *cacheShard, i int32) {
+	e := &sh.ents[i]
+	if j, ok := sh.idx[prefix(&e.key)]; ok && j == i {
+		delete(sh.idx, prefix(&e.key))
+	}
+	sh.unlink(i)
+	sh.waste += int(e.ends[nFields-1])
+	sh.ents[i] = cacheEntry{next: sh.free, prev: noSlot}
+	sh.views[i] = nil
+	sh.free = i
+	if sh.waste >= minCompact && sh.waste*2 >= len(sh.arena) {
+		sh.compact()
+	}
+}
+
+// compact copies the values of the shard's entries into a new arena,
+// leaving out the waste that removals left.
+func (sh *cacheShard) compact() {
+	live := len(sh.arena) - sh.waste
+	arena := make([]byte, 0, live+live/4)
+	for i := range sh.ents {
+		e := &sh.ents[i]
+		if !e.used {
+			continue
+		}
+		n := e.ends[nFields-1]
+		off := uint32(len(arena))
+		arena = append(arena, sh.arena[e.data:e.data+n]...)
+		e.data = off
+	}
+	sh.arena, sh.waste = arena, 0
 }
 
 // keyFromID decodes a hex session id into a cache key.

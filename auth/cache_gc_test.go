@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -83,9 +84,10 @@ func benchmarkCacheGC(b *testing.B, views bool) {
 	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "bytes/session")
 }
 
-// TestCompactUser: a cached user comes back as it was stored, whichever
-// optional values it has.
-func TestCompactUser(t *testing.T) {
+// TestCacheEntryRoundTrip: a cached session and its user come back as
+// they were stored, whichever optional values they have, and the arena
+// keeps each entry's values apart.
+func TestCacheEntryRoundTrip(t *testing.T) {
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	str := func(s string) *string { return &s }
 	full := storage.User{
@@ -93,28 +95,86 @@ func TestCompactUser(t *testing.T) {
 		Name: str("Ann Ñandú"), Image: str("https://img.example.com/a.png"), WebAuthnHandle: []byte{1, 2, 3},
 		Attributes: map[string]any{"role": "admin", "n": 2.0, "tags": []any{"a"}}, CreatedAt: now.Add(-time.Hour), UpdatedAt: now,
 	}
-	for _, u := range []storage.User{
+	c := newSessionCache(64, time.Hour)
+	for i, u := range []storage.User{
 		full,
 		{ID: "u2", CreatedAt: now, UpdatedAt: now},
-		{ID: "u3", Email: str(""), Name: str("only a name"), CreatedAt: now, UpdatedAt: now},
+		{ID: "u3", Email: str(""), Name: str("only a name"), WebAuthnHandle: []byte{}, CreatedAt: now, UpdatedAt: now},
 	} {
-		cu := newCompactUser(&u)
-		got := cu.user()
-		got.Attributes = attrMap(cu.attrs)
-		want := u
+		k := cacheKey(fmt.Sprint("token", i))
+		s := storage.Session{
+			ID: hexID(&k), UserID: u.ID, ActiveExpires: now.Add(time.Hour), IdleExpires: now.Add(2 * time.Hour),
+			CreatedAt: now.Add(-time.Minute), AuthenticatedAt: now.Add(-time.Second), LastSeenAt: now,
+			UserAgent: "agent " + u.ID, IP: "192.0.2.1",
+		}
+		if i == 0 {
+			s.Attributes = map[string]any{"mfa": true, "amr": []any{"pwd"}}
+		}
+		if !c.put(&k, s, u, now.UnixNano(), c.gen.Load()) {
+			t.Fatalf("put %s: not cached", u.ID)
+		}
+		got, ok := c.get(&k, now.UnixNano(), 0)
+		if !ok {
+			t.Fatalf("get %s: miss", u.ID)
+		}
+		want, wantS := u, s
 		if want.Attributes == nil {
 			want.Attributes = map[string]any{}
 		}
-		if cu.id() != u.ID || !reflect.DeepEqual(got, want) {
-			t.Errorf("round trip of %s:\n got %+v\nwant %+v", u.ID, got, want)
+		if wantS.Attributes == nil {
+			wantS.Attributes = map[string]any{}
 		}
-		// Shared views get the same values, built once.
-		shared, again := cu.sharedUser(), cu.sharedUser()
-		if !reflect.DeepEqual(shared, want) {
-			t.Errorf("shared user of %s:\n got %+v\nwant %+v", u.ID, shared, want)
+		if !reflect.DeepEqual(got.user, want) {
+			t.Errorf("user %s:\n got %+v\nwant %+v", u.ID, got.user, want)
 		}
-		if shared.Email != again.Email || reflect.ValueOf(shared.Attributes).Pointer() != reflect.ValueOf(again.Attributes).Pointer() {
-			t.Errorf("shared user of %s built twice", u.ID)
+		if !reflect.DeepEqual(got.sess, wantS) {
+			t.Errorf("session of %s:\n got %+v\nwant %+v", u.ID, got.sess, wantS)
 		}
+		// Each caller gets maps of its own.
+		got.user.Attributes["x"] = 1
+		if again, _ := c.get(&k, now.UnixNano(), 0); again.user.Attributes["x"] != nil {
+			t.Errorf("user %s: a caller's change to its attributes reached the cache", u.ID)
+		}
+	}
+}
+
+// TestCacheArenaCompaction: values survive the compaction that reclaims
+// the arena space of evicted entries.
+func TestCacheArenaCompaction(t *testing.T) {
+	c := newSessionCache(4*cacheShards, time.Hour)
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	big := strings.Repeat("x", 4096)
+	var keep [][32]byte
+	for i := range 2000 {
+		k := cacheKey(fmt.Sprint("token", i))
+		id := fmt.Sprintf("u%d", i)
+		u := storage.User{ID: id, Name: &big, CreatedAt: now, UpdatedAt: now}
+		s := storage.Session{ID: hexID(&k), UserID: id, ActiveExpires: now.Add(time.Hour), IdleExpires: now.Add(time.Hour), UserAgent: id}
+		c.put(&k, s, u, now.UnixNano(), c.gen.Load())
+		keep = append(keep, k)
+	}
+	compacted := false
+	for i := range c.shards {
+		sh := &c.shards[i]
+		if len(sh.arena) < 8*(4096+64) {
+			compacted = true
+		}
+	}
+	if !compacted {
+		t.Fatal("no shard's arena was compacted")
+	}
+	hits := 0
+	for i, k := range keep {
+		got, ok := c.get(&k, now.UnixNano(), 0)
+		if !ok {
+			continue
+		}
+		hits++
+		if id := fmt.Sprintf("u%d", i); got.user.ID != id || got.sess.UserAgent != id || *got.user.Name != big {
+			t.Fatalf("entry of %s came back as %s (agent %q)", id, got.user.ID, got.sess.UserAgent)
+		}
+	}
+	if hits != c.len() || hits == 0 {
+		t.Fatalf("%d hits, %d cached", hits, c.len())
 	}
 }

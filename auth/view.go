@@ -19,10 +19,10 @@ import (
 // [Auth.ValidateSessionView].
 //
 // Session, and the maps and pointers it holds, must not be modified: a
-// shared view's user attribute map is shared with every view of that user.
+// shared view is read by every caller that gets it.
 type SessionView struct {
 	Session Session
-	user    *compactUser // the user snapshot it was built from; nil when not cached
+	shared  bool // the session cache's view, returned again while its entry lasts
 	memo    atomic.Pointer[viewMemo]
 }
 
@@ -34,7 +34,7 @@ type viewMemo struct {
 // Shared reports whether v is the session cache's view of its snapshot,
 // which later validations will return again (so a memo is worth keeping),
 // rather than a view of one validation's own.
-func (v *SessionView) Shared() bool { return v.user != nil }
+func (v *SessionView) Shared() bool { return v.shared }
 
 // Memo returns what f derives from the view's session, computing it once
 // per view for a given key (a comparable value the caller owns, such as a
