@@ -178,3 +178,36 @@ func TestCacheArenaCompaction(t *testing.T) {
 		t.Fatalf("%d hits, %d cached", hits, c.len())
 	}
 }
+
+// TestCacheUserInvalidationSweep: a user invalidation evicts every cached
+// session of that user, whichever shard holds it, and no other user's.
+func TestCacheUserInvalidationSweep(t *testing.T) {
+	c := newSessionCache(4096, time.Hour)
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	keys := map[string][][32]byte{}
+	for i := range 600 {
+		id := []string{"alice", "bob", "carol"}[i%3]
+		k := cacheKey(fmt.Sprint("token", i))
+		u := storage.User{ID: id, CreatedAt: now, UpdatedAt: now}
+		s := storage.Session{ID: hexID(&k), UserID: id, ActiveExpires: now.Add(time.Hour), IdleExpires: now.Add(time.Hour)}
+		if !c.put(&k, s, u, now.UnixNano(), c.gen.Load()) {
+			t.Fatal("put: not cached")
+		}
+		keys[id] = append(keys[id], k)
+	}
+	c.invalidate(Invalidation{UserID: "bob"})
+	for id, ks := range keys {
+		for _, k := range ks {
+			got, ok := c.get(&k, now.UnixNano(), 0)
+			if want := id != "bob"; ok != want {
+				t.Fatalf("session of %s cached: %v; want %v", id, ok, want)
+			}
+			if ok && got.user.ID != id {
+				t.Fatalf("session of %s came back with user %s", id, got.user.ID)
+			}
+		}
+	}
+	if got := c.len(); got != 400 {
+		t.Fatalf("%d sessions cached after the sweep; want 400", got)
+	}
+}
