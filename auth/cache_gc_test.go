@@ -211,3 +211,14 @@ func TestCacheUserInvalidationSweep(t *testing.T) {
 		t.Fatalf("%d sessions cached after the sweep; want 400", got)
 	}
 }
+
+// BenchmarkCacheUserInvalidation measures a user invalidation over a full
+// cache of 32,768 sessions: the sweep of every shard for the user's
+// entries.
+func BenchmarkCacheUserInvalidation(b *testing.B) {
+	c := newSessionCache(32768, time.Hour)
+	fillCache(c, 32768)
+	for b.Loop() {
+		c.invalidate(Invalidation{UserID: "nobody"})
+	}
+}
