@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"hash/maphash"
+	"maps"
 	"math"
 	"strings"
 	"sync"
@@ -79,10 +80,10 @@ type Invalidations interface {
 // records (the GC marks the slice and never scans it), indexes them with a
 // map of integers (which it does not scan either), links its LRU list by
 // slot number, and keeps each entry's strings (its user's, its user agent
-// and IP, both attribute sets as JSON) in one byte arena. Only the shared
-// views of sessions that have been hit (see view) are pointers, one slot per
-// entry. An entry carries its own copy of its user, so a user invalidation
-// sweeps the shards for that user's entries.
+// and IP, both attribute sets as JSON) in one byte arena. Only what hits
+// keep are pointers, in slots beside the entries: decoded values (see
+// entryValues) and shared views (see view). An entry carries its own copy of its user, so a user
+// invalidation sweeps the shards for that user's entries.
 //
 // Consistency: every invalidation and flush bumps gen before it evicts; a
 // fill records gen before it reads the database and is dropped if gen moved
@@ -107,8 +108,10 @@ type cacheShard struct {
 	// cache lines per lookup); find checks the whole key.
 	idx  map[uint64]int32
 	ents []cacheEntry
-	// views[i] is the shared view of ents[i], built on first use (see
-	// sessionCache.view) and dropped with every change to the entry.
+	// vals[i] are the decoded values of ents[i], kept from its first get;
+	// views[i] is its shared view, built on first use (see
+	// sessionCache.view). Both are dropped with every change to the entry.
+	vals  []*entryValues
 	views []*SessionView
 	// arena holds the entries' values; waste counts its bytes that no
 	// entry uses any more (compact reclaims them).
@@ -269,10 +272,17 @@ func (c *sessionCache) get(k *[32]byte, now int64, touchInterval time.Duration) 
 		e.touching = true
 		touch = true
 	}
-	snap := sh.snapshot(i)
+	ev, seq := sh.vals[i], e.seq
+	var snap entrySnap
+	if ev == nil {
+		snap = sh.snapshot(i)
+	}
 	sh.mu.Unlock()
-	out := cached{user: snap.user(), touch: touch}
-	out.sess = snap.session(hexID(k), decodeAttrs(snap.field(fSessAttrs)))
+	if ev == nil {
+		ev = sh.keepValues(k, i, seq, snap.values())
+	}
+	out := ev.copyFor(hexID(k))
+	out.touch = touch
 	return out, true
 }
 
@@ -319,18 +329,25 @@ func (c *sessionCache) view(k *[32]byte, now int64, touchInterval time.Duration,
 		sh.mu.Unlock()
 		return v, refresh
 	}
-	snap := sh.snapshot(i)
+	// The view is built from the values get kept, if any, or decoded for
+	// it alone: views are what the hot sessions of /auth keep, so they
+	// keep no more than they use.
+	ev, seq := sh.vals[i], e.seq
+	var snap entrySnap
+	if ev == nil {
+		snap = sh.snapshot(i)
+	}
 	sh.mu.Unlock()
+	if ev == nil {
+		ev = snap.values()
+	}
 
 	// Built outside the lock: build runs the deployment's attribute hooks.
-	attrs := noAttrs
-	if a := snap.field(fSessAttrs); a != "" {
-		attrs = decodeAttrs(a)
-	}
-	v := build(cached{user: snap.user(), sess: snap.session("", attrs)})
+	// The view shares the values (both are read-only).
+	v := build(cached{sess: ev.sess, user: ev.user})
 	v.shared = true
 	sh.mu.Lock()
-	if sh.find(k) == i && sh.ents[i].seq == snap.e.seq {
+	if sh.find(k) == i && sh.ents[i].seq == seq {
 		sh.views[i] = v
 	}
 	sh.mu.Unlock()
@@ -363,36 +380,51 @@ type userBox struct {
 	verified time.Time
 }
 
-// user rebuilds the stored user, with an attribute map of the caller's own.
-func (s *entrySnap) user() storage.User {
-	e := &s.e
-	box := &userBox{}
-	u := storage.User{
-		ID: s.field(fUserID), CreatedAt: fromMicros(e.uCreated), UpdatedAt: fromMicros(e.uUpdated),
-		Attributes: decodeAttrs(s.field(fUserAttrs)),
-	}
+// point sets u's pointer fields to b's values, for those u has.
+func (b *userBox) point(u *storage.User, has uint8) {
 	for i, p := range []**string{&u.Username, &u.Email, &u.Name, &u.Image} {
-		if e.has&(1<<i) != 0 {
-			box.strs[i] = s.field(fUsername + i)
-			*p = &box.strs[i]
+		if has&(1<<i) != 0 {
+			*p = &b.strs[i]
 		}
 	}
-	if e.has&hasVerified != 0 {
-		box.verified = fromMicros(e.uVerified)
-		u.EmailVerifiedAt = &box.verified
+	if has&hasVerified != 0 {
+		u.EmailVerifiedAt = &b.verified
 	}
-	if e.has&hasHandle != 0 {
-		u.WebAuthnHandle = []byte(s.field(fHandle))
-	}
-	return u
 }
 
-// session rebuilds the stored session with the given id and attribute map.
-func (s *entrySnap) session(id string, attrs map[string]any) storage.Session {
+// entryValues are an entry's values decoded: the stored session (without
+// its id) and user, as the database gave them. get keeps them from the
+// entry's first get until it changes, read-only, and copies for each
+// caller what the caller may change (see copyFor), so that a hit decodes
+// nothing; a view is built from them.
+type entryValues struct {
+	sess storage.Session
+	user storage.User
+	has  uint8
+	// box is apart from the values so that a view built from them keeps
+	// only it, not them.
+	box *userBox
+}
+
+// values decodes the snapshot. Attribute maps are never nil; empty ones
+// are noAttrs.
+func (s *entrySnap) values() *entryValues {
 	e := &s.e
-	return storage.Session{
-		ID:              id,
-		UserID:          s.field(fUserID),
+	ev := &entryValues{has: e.has, box: new(userBox)}
+	ev.user = storage.User{
+		ID: s.field(fUserID), CreatedAt: fromMicros(e.uCreated), UpdatedAt: fromMicros(e.uUpdated),
+		Attributes: sharedAttrs(s.field(fUserAttrs)),
+	}
+	for i := range ev.box.strs {
+		ev.box.strs[i] = s.field(fUsername + i)
+	}
+	ev.box.verified = fromMicros(e.uVerified)
+	ev.box.point(&ev.user, e.has)
+	if e.has&hasHandle != 0 {
+		ev.user.WebAuthnHandle = []byte(s.field(fHandle))
+	}
+	ev.sess = storage.Session{
+		UserID:          ev.user.ID,
 		ActiveExpires:   fromMicros(e.active),
 		IdleExpires:     fromMicros(e.idle),
 		CreatedAt:       fromMicros(e.created),
@@ -400,8 +432,47 @@ func (s *entrySnap) session(id string, attrs map[string]any) storage.Session {
 		LastSeenAt:      fromMicros(e.lastSeen),
 		UserAgent:       s.field(fUA),
 		IP:              s.field(fIP),
-		Attributes:      attrs,
+		Attributes:      sharedAttrs(s.field(fSessAttrs)),
 	}
+	return ev
+}
+
+// sharedAttrs is decodeAttrs for read-only maps: noAttrs for none.
+func sharedAttrs(s string) map[string]any {
+	if s == "" {
+		return noAttrs
+	}
+	return decodeAttrs(s)
+}
+
+// copyFor returns the values for a caller of get, with session id id: the
+// attribute maps and the user's pointed-to values are the caller's own
+// (values inside the attributes, JSON objects and arrays, are shared).
+func (ev *entryValues) copyFor(id string) cached {
+	out := cached{sess: ev.sess, user: ev.user}
+	out.sess.ID = id
+	out.sess.Attributes = maps.Clone(ev.sess.Attributes)
+	out.user.Attributes = maps.Clone(ev.user.Attributes)
+	box := new(userBox)
+	*box = *ev.box
+	box.point(&out.user, ev.has)
+	return out
+}
+
+// keepValues keeps ev as the values of slot i if the slot still holds
+// version seq of k's entry and has none yet, and returns the slot's
+// values (ev, or those another caller kept first).
+func (sh *cacheShard) keepValues(k *[32]byte, i int32, seq uint64, ev *entryValues) *entryValues {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.find(k) != i || sh.ents[i].seq != seq {
+		return ev
+	}
+	if cur := sh.vals[i]; cur != nil {
+		return cur
+	}
+	sh.vals[i] = ev
+	return ev
 }
 
 // noAttrs is the attribute map of every shared view of a session without
@@ -526,6 +597,7 @@ func (sh *cacheShard) alloc() int32 {
 		return i
 	}
 	sh.ents = append(sh.ents, cacheEntry{})
+	sh.vals = append(sh.vals, nil)
 	sh.views = append(sh.views, nil)
 	return int32(len(sh.ents) - 1)
 }
@@ -539,7 +611,7 @@ func (c *sessionCache) update(k *[32]byte, activeExpires, idleExpires, lastSeen 
 		e.touching = false
 		sh.seq++
 		e.seq = sh.seq
-		sh.views[i] = nil
+		sh.vals[i], sh.views[i] = nil, nil
 	})
 }
 
@@ -606,7 +678,7 @@ func (c *sessionCache) flush() {
 		sh := &c.shards[i]
 		sh.mu.Lock()
 		clear(sh.idx)
-		sh.ents, sh.views, sh.arena = nil, nil, nil
+		sh.ents, sh.vals, sh.views, sh.arena = nil, nil, nil, nil
 		sh.waste = 0
 		sh.head, sh.tail, sh.free = noSlot, noSlot, noSlot
 		sh.mu.Unlock()
@@ -678,7 +750,7 @@ func (c *sessionCache) remove(sh *cacheShard, i int32) {
 	sh.unlink(i)
 	sh.waste += int(e.ends[nFields-1])
 	sh.ents[i] = cacheEntry{next: sh.free, prev: noSlot}
-	sh.views[i] = nil
+	sh.vals[i], sh.views[i] = nil, nil
 	sh.free = i
 	if sh.waste >= minCompact && sh.waste*2 >= len(sh.arena) {
 		sh.compact()

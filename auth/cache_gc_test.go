@@ -130,10 +130,16 @@ func TestCacheEntryRoundTrip(t *testing.T) {
 		if !reflect.DeepEqual(got.sess, wantS) {
 			t.Errorf("session of %s:\n got %+v\nwant %+v", u.ID, got.sess, wantS)
 		}
-		// Each caller gets maps of its own.
+		// Each caller gets maps and pointed-to values of its own, though
+		// the cache keeps the decoded values between hits.
 		got.user.Attributes["x"] = 1
-		if again, _ := c.get(&k, now.UnixNano(), 0); again.user.Attributes["x"] != nil {
-			t.Errorf("user %s: a caller's change to its attributes reached the cache", u.ID)
+		got.sess.Attributes["x"] = 1
+		if got.user.Email != nil {
+			*got.user.Email = "changed@example.com"
+		}
+		again, _ := c.get(&k, now.UnixNano(), 0)
+		if !reflect.DeepEqual(again.user, want) || !reflect.DeepEqual(again.sess, wantS) {
+			t.Errorf("%s: a caller's change to its copy reached the cache:\n got %+v\n     %+v", u.ID, again.user, again.sess)
 		}
 	}
 }
