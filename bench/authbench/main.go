@@ -12,16 +12,18 @@
 // file for wrk), starts the broker binary on that schema, and runs:
 //
 //	bare      the HTTP floor (sessions from the working set)
-//	db-floor  the database floor (sessions uniform over all N)
 //	hot       /auth, sessions from a working set of the first 10,000
+//	db-floor  the database floor (sessions uniform over all N)
 //	uniform   /auth, sessions uniform over all N
 //	cold      /auth, every request a session the broker has not seen
 //	          (each wrk thread walks its own slice of the tokens once)
 //
-// each after a warm-up that walks that target's sessions in order (so that
-// every hot session has been seen), and reads the broker's peak RSS (VmHWM). It prints a
-// table with the ratios the README's targets use, and writes it, with the
-// commit, date and machine, to bench/results/<date>-<commit>.md.
+// in that order in every round, so that each floor runs just before the
+// targets compared with it; each after a warm-up that walks that target's
+// sessions in order (so that every hot session has been seen). It reads the
+// broker's peak RSS (VmHWM), prints a table with the ratios the README's
+// targets use, and writes it, with the commit, date and machine, to
+// bench/results/<date>-<commit>.md.
 //
 // PostgreSQL is BROKER_TEST_DATABASE_URL (default
 // postgres://postgres@127.0.0.1:5432/test?sslmode=disable).

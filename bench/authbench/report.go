@@ -213,7 +213,7 @@ func formatReport(o options, m machine, rs []runResult, loadStart, loadEnd strin
 	fmt.Fprintf(&b, "- Machine: %d × %s, %d MB RAM, %s; wrk, PostgreSQL, the broker and the reference servers share it. Load average at start %s, at end %s\n",
 		m.CPUs, m.CPU, m.MemMB, m.Kernel, loadStart, loadEnd)
 	fmt.Fprintf(&b, "- Go %s, wrk %s, %s\n", m.GoVersion, m.Wrk, m.Postgres)
-	fmt.Fprintf(&b, "- wrk: %d connections, %d threads, a random session cookie per request; per N, %d interleaved rounds of every target, each a %v warm-up and a %v measured run. Figures are medians over the rounds; ratios are taken within each round, then the median\n",
+	fmt.Fprintf(&b, "- wrk: %d connections, %d threads, a random session cookie per request; per N, %d interleaved rounds of every target (in the order bare, hot, db-floor, uniform, cold: each floor just before what is compared with it), each a %v warm-up and a %v measured run. Figures are medians over the rounds; ratios are taken within each round, then the median\n",
 		o.connections, o.threads, o.rounds, o.warmup, o.duration)
 	claims := "one claim (`role: user.attributes.role`, sent as `X-Auth-Claim-Role`)"
 	if !o.claims {

@@ -166,14 +166,16 @@ func benchN(ctx context.Context, o options, n int, tmp, script string) (runResul
 	for round := range o.rounds {
 		fmt.Fprintf(os.Stderr, "N=%d: round %d/%d\n", n, round+1, o.rounds)
 		res := map[string]wrkResult{}
+		// Each floor runs just before the target compared with it, so that
+		// a ratio compares runs seconds apart.
 		if res[tBare], err = measure(ctx, o, script, "http://"+bare.Addr+"/", hot, "random", selfCPU); err != nil {
-			return r, err
-		}
-		if res[tDBFloor], err = measure(ctx, o, script, "http://"+floor.Addr+"/", all, "random", selfCPU); err != nil {
 			return r, err
 		}
 		if res[tHot], err = measure(ctx, o, script, authURL, hot, "random", b.cpu); err != nil {
 			return r, b.withLog(err)
+		}
+		if res[tDBFloor], err = measure(ctx, o, script, "http://"+floor.Addr+"/", all, "random", selfCPU); err != nil {
+			return r, err
 		}
 		if res[tUniform], err = measure(ctx, o, script, authURL, all, "random", b.cpu); err != nil {
 			return r, b.withLog(err)
