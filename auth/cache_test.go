@@ -531,7 +531,17 @@ func TestCacheConcurrent(t *testing.T) {
 				}
 				tok := tokens[i%len(tokens)]
 				_, wasRevoked := revoked.Load(tok)
-				_, err := e.a.ValidateSession(ctx, tok)
+				var err error
+				if g%2 == 0 {
+					// Views share the cache's slots with get's values.
+					var v *auth.SessionView
+					if v, err = e.a.ValidateSessionView(ctx, tok); err == nil && v.Session.Token != tok {
+						t.Errorf("view of session %d has another token", i%len(tokens))
+						return
+					}
+				} else {
+					_, err = e.a.ValidateSession(ctx, tok)
+				}
 				if wasRevoked && err == nil {
 					t.Errorf("revoked session %d validated", i%len(tokens))
 					return
