@@ -11,14 +11,16 @@
 // For each N it seeds a fresh schema with N sessions (COPY; tokens kept in a
 // file for wrk), starts the broker binary on that schema, and runs:
 //
-//	bare      the HTTP floor (sessions from the working set)
-//	hot       /auth, sessions from a working set of the first 10,000
-//	db-floor  the database floor (sessions uniform over all N)
-//	uniform   /auth, sessions uniform over all N
-//	cold      /auth, every request a session the broker has not seen
-//	          (each wrk thread walks its own slice of the tokens once)
+//	bare          the HTTP floor (sessions from the working set)
+//	hot           /auth, sessions from a working set of the first 10,000
+//	bare-headers  the HTTP floor setting the six headers /auth answers hot
+//	              with: a reference for what the headers cost, not a target
+//	db-floor      the database floor (sessions uniform over all N)
+//	uniform       /auth, sessions uniform over all N
+//	cold          /auth, every request a session the broker has not seen
+//	              (each wrk thread walks its own slice of the tokens once)
 //
-// in that order in every round, so that each floor runs just before the
+// in that order in every round, so that each floor runs next to the
 // targets compared with it; each after a warm-up that walks that target's
 // sessions in order (so that every hot session has been seen). It reads the
 // broker's peak RSS (VmHWM), prints a table with the ratios the README's

@@ -31,13 +31,14 @@ import (
 // Targets, in the order the report lists them.
 const (
 	tBare    = "bare"
+	tBareHdr = "bare-headers"
 	tDBFloor = "db-floor"
 	tHot     = "hot"
 	tUniform = "uniform"
 	tCold    = "cold"
 )
 
-var targets = []string{tBare, tDBFloor, tHot, tUniform, tCold}
+var targets = []string{tBare, tBareHdr, tDBFloor, tHot, tUniform, tCold}
 
 // wrkResult is what the Lua script's done() prints, plus the server's CPU
 // time over the run.
@@ -138,6 +139,11 @@ func benchN(ctx context.Context, o options, n int, tmp, script string) (runResul
 		return r, err
 	}
 	defer bare.Close()
+	bareHdr, err := serveHTTP(http.HandlerFunc(bareHeaders))
+	if err != nil {
+		return r, err
+	}
+	defer bareHdr.Close()
 	db, err := sql.Open("postgres", dsn)
 	if err != nil {
 		return r, err
@@ -174,6 +180,9 @@ func benchN(ctx context.Context, o options, n int, tmp, script string) (runResul
 		if res[tHot], err = measure(ctx, o, script, authURL, hot, "random", b.cpu); err != nil {
 			return r, b.withLog(err)
 		}
+		if res[tBareHdr], err = measure(ctx, o, script, "http://"+bareHdr.Addr+"/", hot, "random", selfCPU); err != nil {
+			return r, err
+		}
 		if res[tDBFloor], err = measure(ctx, o, script, "http://"+floor.Addr+"/", all, "random", selfCPU); err != nil {
 			return r, err
 		}
@@ -197,6 +206,28 @@ func benchN(ctx context.Context, o options, n int, tmp, script string) (runResul
 	r.PeakRSSKB = max(r.PeakRSSKB, peak)
 	return r, nil
 }
+
+// bareHeaders is the bare handler setting the headers that /auth answers
+// a hot session with here (values of the same lengths): what net/http and
+// wrk spend on an answer that carries identity headers, with none of the
+// broker's work. It is a reference beside the targets, not one of them.
+func bareHeaders(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h["X-Request-Id"] = requestIDValue
+	h["X-Auth-User-Id"] = userIDValue
+	h["X-Auth-Email"] = emailValue
+	h["X-Auth-Claim-Role"] = roleValue
+	h["Cache-Control"] = noStoreValue
+	w.WriteHeader(http.StatusOK)
+}
+
+var (
+	requestIDValue = []string{"0123456789abcdef"}
+	userIDValue    = []string{userID(1234)}
+	emailValue     = []string{"user1234@bench.example"}
+	roleValue      = []string{"member"}
+	noStoreValue   = []string{"no-store"}
+)
 
 // selfCPU is this process's CPU time in microseconds (the reference
 // servers run here; the harness itself idles while wrk runs).
