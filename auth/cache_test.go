@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -519,15 +520,21 @@ func TestCacheConcurrent(t *testing.T) {
 		tokens = append(tokens, s.Token)
 	}
 	var revoked sync.Map
-	stop := make(chan struct{})
+	// Validators run until the invalidator is done and for at least
+	// minRounds each, so that they overlap it however the scheduler runs
+	// them.
+	const minRounds = 200
+	done := make(chan struct{})
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Go(func() {
-			for i := g; ; i += 7 {
-				select {
-				case <-stop:
-					return
-				default:
+			for i, n := g, 0; ; i, n = i+7, n+1 {
+				if n >= minRounds {
+					select {
+					case <-done:
+						return
+					default:
+					}
 				}
 				tok := tokens[i%len(tokens)]
 				_, wasRevoked := revoked.Load(tok)
@@ -557,6 +564,7 @@ func TestCacheConcurrent(t *testing.T) {
 		})
 	}
 	wg.Go(func() {
+		defer close(done)
 		for i := 0; i < len(tokens); i += 3 {
 			if err := e.a.InvalidateSession(ctx, tokens[i]); err != nil {
 				t.Error(err)
@@ -572,11 +580,9 @@ func TestCacheConcurrent(t *testing.T) {
 			case 18:
 				e.a.ApplyInvalidation(auth.Invalidation{UserID: u.ID})
 			}
-			time.Sleep(100 * time.Microsecond)
+			runtime.Gosched()
 		}
 	})
-	time.Sleep(300 * time.Millisecond)
-	close(stop)
 	wg.Wait()
 	if n := e.a.CacheLen(); n > 64 {
 		t.Fatalf("CacheLen = %d; want at most 64", n)
