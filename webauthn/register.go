@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/go-webauthn/webauthn/protocol"
 	gowebauthn "github.com/go-webauthn/webauthn/webauthn"
@@ -172,14 +173,10 @@ func (rp *RelyingParty) finishSignUp(ctx context.Context, f providersession.Flow
 	if e := f.Data["email"]; e != "" {
 		su.Email = &e // unverified: a passkey proves nothing about a mailbox
 	}
-	key := storage.Key{
-		ID: KeyID(cred.ID), UserID: id, Provider: ProviderID, ProviderUserID: EncodeID(cred.ID),
-		CreatedAt: now, UpdatedAt: now,
-	}
 	// The user, its handle, its key and the authenticator in one
 	// transaction: a failure leaves no account behind.
-	a := fromCredential(cred, id, label, now)
-	if err := rp.store.CreatePasskey(ctx, &su, key, a); err != nil {
+	a, err := rp.storePasskey(ctx, &su, id, cred, label, now)
+	if err != nil {
 		return Registration{}, mapConflict("sign up", err)
 	}
 	au, err := rp.auth.GetUser(ctx, id)
@@ -234,13 +231,8 @@ func (rp *RelyingParty) finishAdd(ctx context.Context, f providersession.Flow, s
 		}
 	}
 	// The key and the authenticator in one transaction.
-	now := rp.auth.Now().UTC()
-	key := storage.Key{
-		ID: KeyID(cred.ID), UserID: su.ID, Provider: ProviderID, ProviderUserID: EncodeID(cred.ID),
-		CreatedAt: now, UpdatedAt: now,
-	}
-	a := fromCredential(cred, su.ID, label, now)
-	if err := rp.store.CreatePasskey(ctx, nil, key, a); err != nil {
+	a, err := rp.storePasskey(ctx, nil, su.ID, cred, label, rp.auth.Now().UTC())
+	if err != nil {
 		return Registration{}, mapConflict("add passkey", err)
 	}
 	au, err := rp.auth.GetUser(ctx, su.ID)
@@ -264,4 +256,17 @@ func mapConflict(op string, err error) error {
 		return fmt.Errorf("webauthn: %s: %w", op, auth.ErrInvalidUserID)
 	}
 	return fmt.Errorf("webauthn: %s: %w", op, err)
+}
+
+// storePasskey stores a registered credential of userID as its key and
+// its authenticator named name, in one transaction with the new user u of
+// a sign-up (nil when adding a passkey to an existing user), and returns
+// the authenticator.
+func (rp *RelyingParty) storePasskey(ctx context.Context, u *storage.User, userID string, cred *gowebauthn.Credential, name string, now time.Time) (storage.Authenticator, error) {
+	key := storage.Key{
+		ID: KeyID(cred.ID), UserID: userID, Provider: ProviderID, ProviderUserID: EncodeID(cred.ID),
+		CreatedAt: now, UpdatedAt: now,
+	}
+	a := fromCredential(cred, userID, name, now)
+	return a, rp.store.CreatePasskey(ctx, u, key, a)
 }
