@@ -517,18 +517,14 @@ func encodeEntry(k *[32]byte, s *storage.Session, u *storage.User, fetched int64
 		userHash: userHash(u.ID), uCreated: micros(u.CreatedAt), uUpdated: micros(u.UpdatedAt),
 	}
 	data := make([]byte, 0, len(u.ID)+len(u.WebAuthnHandle)+len(uattrs)+len(s.UserAgent)+len(s.IP)+len(sattrs)+64)
-	add := func(f int, v []byte) {
-		data = append(data, v...)
-		e.ends[f] = uint32(len(data))
-	}
-	add(fUserID, []byte(u.ID))
+	data = appendField(data, &e, fUserID, u.ID)
 	for i, p := range []*string{u.Username, u.Email, u.Name, u.Image} {
-		var v []byte
+		v := ""
 		if p != nil {
 			e.has |= 1 << i
-			v = []byte(*p)
+			v = *p
 		}
-		add(fUsername+i, v)
+		data = appendField(data, &e, fUsername+i, v)
 	}
 	if u.EmailVerifiedAt != nil {
 		e.has |= hasVerified
@@ -537,12 +533,20 @@ func encodeEntry(k *[32]byte, s *storage.Session, u *storage.User, fetched int64
 	if u.WebAuthnHandle != nil {
 		e.has |= hasHandle
 	}
-	add(fHandle, u.WebAuthnHandle)
-	add(fUserAttrs, uattrs)
-	add(fUA, []byte(s.UserAgent))
-	add(fIP, []byte(s.IP))
-	add(fSessAttrs, sattrs)
+	data = appendField(data, &e, fHandle, u.WebAuthnHandle)
+	data = appendField(data, &e, fUserAttrs, uattrs)
+	data = appendField(data, &e, fUA, s.UserAgent)
+	data = appendField(data, &e, fIP, s.IP)
+	data = appendField(data, &e, fSessAttrs, sattrs)
 	return e, data, nil
+}
+
+// appendField appends value f of e to data, where e's values are laid out
+// in order, and records where it ends.
+func appendField[T string | []byte](data []byte, e *cacheEntry, f int, v T) []byte {
+	data = append(data, v...)
+	e.ends[f] = uint32(len(data))
+	return data
 }
 
 // put caches a session read from the database, replacing k's entry, when

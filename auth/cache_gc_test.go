@@ -228,3 +228,41 @@ func BenchmarkCacheUserInvalidation(b *testing.B) {
 		c.invalidate(Invalidation{UserID: "nobody"})
 	}
 }
+
+// TestCacheValuesShared: the values a get keeps serve the entry's view
+// too, read-only, and a caller's changes to its copy reach neither; a
+// session whose attributes cannot be kept (not JSON) is not cached.
+func TestCacheValuesShared(t *testing.T) {
+	c := newSessionCache(64, time.Hour)
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	email := "ann@example.com"
+	u := storage.User{ID: "u1", Email: &email, Attributes: map[string]any{"role": "admin"}, CreatedAt: now, UpdatedAt: now}
+	k := cacheKey("token")
+	s := storage.Session{ID: hexID(&k), UserID: u.ID, ActiveExpires: now.Add(time.Hour), IdleExpires: now.Add(2 * time.Hour)}
+	if !c.put(&k, s, u, now.UnixNano(), c.gen.Load()) {
+		t.Fatal("put: not cached")
+	}
+	got, _ := c.get(&k, now.UnixNano(), 0)
+	got.user.Attributes["role"] = "changed"
+	*got.user.Email = "changed@example.com"
+	var built cached
+	v, _ := c.view(&k, now.UnixNano(), 0, func(cd cached) *SessionView { built = cd; return &SessionView{} })
+	if v == nil {
+		t.Fatal("view: none")
+	}
+	if built.user.Attributes["role"] != "admin" || *built.user.Email != email || built.sess.UserID != u.ID {
+		t.Fatalf("view built from %+v; want the stored user, whatever a get's caller did to its copy", built.user)
+	}
+	if again, _ := c.view(&k, now.UnixNano(), 0, nil); again != v {
+		t.Fatal("second view: not the kept one")
+	}
+
+	k2 := cacheKey("token2")
+	s.ID, s.Attributes = hexID(&k2), map[string]any{"f": func() {}}
+	if c.put(&k2, s, u, now.UnixNano(), c.gen.Load()) {
+		t.Fatal("a session with attributes that are not JSON was cached")
+	}
+	if _, ok := c.get(&k2, now.UnixNano(), 0); ok {
+		t.Fatal("a session with attributes that are not JSON is cached")
+	}
+}
