@@ -200,7 +200,16 @@ func newSessionCache(size int, ttl time.Duration) *sessionCache {
 	return c
 }
 
-func cacheKey(token string) [32]byte { return sha256.Sum256([]byte(token)) }
+// cacheKey is the SHA-256 of token. A token of the usual length is copied
+// to the stack rather than converted on the heap: this runs on every
+// validation.
+func cacheKey(token string) [32]byte {
+	var buf [2 * SessionTokenLength]byte
+	if len(token) <= len(buf) {
+		return sha256.Sum256(append(buf[:0], token...))
+	}
+	return sha256.Sum256([]byte(token))
+}
 
 // hexID is the session id (as stored) of a cache key.
 func hexID(k *[32]byte) string { return hex.EncodeToString(k[:]) }

@@ -13,7 +13,7 @@
 //
 //	bare          the HTTP floor (sessions from the working set)
 //	hot           /auth, sessions from a working set of the first 10,000
-//	bare-headers  the HTTP floor setting the six headers /auth answers hot
+//	bare-headers  the HTTP floor setting the headers /auth answers hot
 //	              with: a reference for what the headers cost, not a target
 //	db-floor      the database floor (sessions uniform over all N)
 //	uniform       /auth, sessions uniform over all N

@@ -232,7 +232,7 @@ func formatReport(o options, m machine, rs []runResult, loadStart, loadEnd strin
 	if o.note != "" {
 		fmt.Fprintf(&b, "- Note: %s\n", o.note)
 	}
-	b.WriteString("\nTargets: `bare` = net/http handler answering 200 (HTTP floor); `bare-headers` = the same setting the six headers /auth answers a hot session with (a reference, not a target: what the headers cost net/http and wrk); `db-floor` = handler doing one primary-key SELECT on sessions, sessions uniform over N (database floor); `hot` = /auth over a working set of the first 10,000 sessions; `uniform` = /auth, sessions uniform over all N; `cold` = /auth where every request carries a session the broker has not seen (a fresh broker each round). CPU µs/req is the server process's CPU time per request (the reference servers run in the harness process).\n\n")
+	b.WriteString("\nTargets: `bare` = net/http handler answering 200 (HTTP floor); `bare-headers` = the same setting the headers /auth answers a hot session with (user id, email, one claim, Cache-Control) (a reference, not a target: what the headers cost net/http and wrk); `db-floor` = handler doing one primary-key SELECT on sessions, sessions uniform over N (database floor); `hot` = /auth over a working set of the first 10,000 sessions; `uniform` = /auth, sessions uniform over all N; `cold` = /auth where every request carries a session the broker has not seen (a fresh broker each round). CPU µs/req is the server process's CPU time per request (the reference servers run in the harness process).\n\n")
 	b.WriteString("| N | target | req/s | p50 | p99 | CPU µs/req |\n|---:|---|---:|---:|---:|---:|\n")
 	for _, r := range rs {
 		for _, t := range targets {

@@ -213,7 +213,6 @@ func benchN(ctx context.Context, o options, n int, tmp, script string) (runResul
 // broker's work. It is a reference beside the targets, not one of them.
 func bareHeaders(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
-	h["X-Request-Id"] = requestIDValue
 	h["X-Auth-User-Id"] = userIDValue
 	h["X-Auth-Email"] = emailValue
 	h["X-Auth-Claim-Role"] = roleValue
@@ -222,11 +221,10 @@ func bareHeaders(w http.ResponseWriter, r *http.Request) {
 }
 
 var (
-	requestIDValue = []string{"0123456789abcdef"}
-	userIDValue    = []string{userID(1234)}
-	emailValue     = []string{"user1234@bench.example"}
-	roleValue      = []string{"member"}
-	noStoreValue   = []string{"no-store"}
+	userIDValue  = []string{userID(1234)}
+	emailValue   = []string{"user1234@bench.example"}
+	roleValue    = []string{"member"}
+	noStoreValue = []string{"no-store"}
 )
 
 // selfCPU is this process's CPU time in microseconds (the reference

@@ -32,9 +32,12 @@ func (c *cli) serveCmd() *cobra.Command {
 
 func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 	return &http.Server{
-		Handler:           h,
+		Handler: h,
+		// The whole request, body included, within the header timeout:
+		// net/http then sets one read deadline per request, not two.
+		// Bodies are small (server.max_body_bytes).
 		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
+		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      60 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,

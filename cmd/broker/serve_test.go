@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -85,5 +86,18 @@ func TestServeMetricsListen(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("serve did not stop")
+	}
+}
+
+// TestHTTPServerTimeouts: every phase of a connection is bounded (slow
+// clients cannot hold connections), and the whole request shares the
+// header deadline, so that net/http sets one read deadline per request.
+func TestHTTPServerTimeouts(t *testing.T) {
+	hs := newHTTPServer(http.NotFoundHandler(), slog.New(slog.DiscardHandler))
+	if hs.ReadHeaderTimeout <= 0 || hs.WriteTimeout <= 0 || hs.IdleTimeout <= 0 || hs.MaxHeaderBytes <= 0 {
+		t.Fatalf("unbounded: %+v", hs)
+	}
+	if hs.ReadTimeout != hs.ReadHeaderTimeout {
+		t.Errorf("ReadTimeout %v, ReadHeaderTimeout %v: want them equal (one read deadline per request)", hs.ReadTimeout, hs.ReadHeaderTimeout)
 	}
 }

@@ -30,38 +30,45 @@ const (
 // [Server.serveForwardAuth]; this route is for the rest (HEAD, a GET with a
 // body).
 func (s *Server) handleForwardAuth(w http.ResponseWriter, r *http.Request) {
-	s.forwardAuth(w, r, requestID(r.Context()))
+	s.forwardAuth(w, r)
 }
 
 // serveForwardAuth serves a bodiless GET /auth, the request that every app
 // behind the broker makes on every request of its own, without the
-// middleware chain: it does the middleware's part inline (request id,
-// metrics, debug log, panic recovery) and sets up the request context and
-// status recording only for answers other than 200.
+// middleware chain: it does the middleware's part inline (metrics, debug
+// log, panic recovery, write deadline) and sets up the request id, the
+// request context and status recording only for answers other than 200.
+// A 200 carries no X-Request-Id: proxies pass on only the headers they are
+// told to, and nothing is logged for it above debug level.
 func (s *Server) serveForwardAuth(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	id := newRequestID()
-	w.Header()["X-Request-Id"] = []string{id}
 	defer func() {
 		if p := recover(); p != nil {
+			id := requestID(r.Context())
+			if id == "" {
+				id = newRequestID()
+				w.Header()["X-Request-Id"] = []string{id}
+			}
 			s.answerPanic(w, r, id, p)
 			s.opts.Metrics.request(forwardAuthRoute, http.StatusServiceUnavailable, time.Since(start))
 		}
 	}()
-	status := s.forwardAuth(w, r, id)
+	status, id := s.forwardAuth(w, r)
 	d := time.Since(start)
 	s.opts.Metrics.forwardAuth(status, d)
 	s.logRequest(r, id, status, d)
 }
 
-// forwardAuth answers /auth and returns the status it answered.
-func (s *Server) forwardAuth(w http.ResponseWriter, r *http.Request, id string) int {
+// forwardAuth answers /auth and returns the status it answered and the
+// request id ("" for a 200 served by [Server.serveForwardAuth]).
+func (s *Server) forwardAuth(w http.ResponseWriter, r *http.Request) (int, string) {
 	token, src := s.auth.Token(r)
 	var v *auth.SessionView
 	var err error
 	if src != auth.TokenNone {
 		v, err = s.auth.ValidateSessionView(r.Context(), token)
 	}
+	id := requestID(r.Context())
 	if v != nil {
 		s.opts.Metrics.validation("valid")
 		if v.Session.Fresh && src == auth.TokenCookie {
@@ -72,7 +79,10 @@ func (s *Server) forwardAuth(w http.ResponseWriter, r *http.Request, id string) 
 		if ok {
 			ans.write(w.Header())
 			w.WriteHeader(http.StatusOK)
-			return http.StatusOK
+			return http.StatusOK, id
+		}
+		if id == "" {
+			id = newRequestID()
 		}
 		if aerr != nil {
 			s.log.Warn("access rule failed", "request_id", id, "err", aerr)
@@ -81,7 +91,11 @@ func (s *Server) forwardAuth(w http.ResponseWriter, r *http.Request, id string) 
 	}
 	// Every other answer goes through the helpers the middleware serves:
 	// they log with the request id and may write pages.
-	if requestID(r.Context()) != id {
+	if requestID(r.Context()) == "" {
+		if id == "" {
+			id = newRequestID()
+		}
+		w.Header()["X-Request-Id"] = []string{id}
 		r = r.WithContext(context.WithValue(r.Context(), requestIDKey, id))
 	}
 	sw := &statusWriter{ResponseWriter: w}
@@ -99,9 +113,9 @@ func (s *Server) forwardAuth(w http.ResponseWriter, r *http.Request, id string) 
 		s.writeJSONError(sw, r, err)
 	}
 	if sw.status == 0 {
-		return http.StatusOK
+		return http.StatusOK, id
 	}
-	return sw.status
+	return sw.status, id
 }
 
 // forwardAnswer is what /auth answers a signed-in user: the identity and

@@ -440,10 +440,15 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 // logRequest writes the debug line of a finished request (method, path
 // without the query, status, time).
 func (s *Server) logRequest(r *http.Request, id string, status int, d time.Duration) {
-	if s.log.Enabled(r.Context(), slog.LevelDebug) {
-		s.log.Debug("request", "request_id", id, "method", r.Method, "path", r.URL.Path,
-			"status", status, "duration", d)
+	if !s.log.Enabled(r.Context(), slog.LevelDebug) {
+		return
 	}
+	if id == "" { // a 200 from /auth: see serveForwardAuth
+		s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", status, "duration", d)
+		return
+	}
+	s.log.Debug("request", "request_id", id, "method", r.Method, "path", r.URL.Path,
+		"status", status, "duration", d)
 }
 
 // recoverPanics turns a panic into a logged 503 without a stack trace for
