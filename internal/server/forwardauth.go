@@ -36,10 +36,10 @@ func (s *Server) handleForwardAuth(w http.ResponseWriter, r *http.Request) {
 // serveForwardAuth serves a bodiless GET /auth, the request that every app
 // behind the broker makes on every request of its own, without the
 // middleware chain: it does the middleware's part inline (metrics, debug
-// log, panic recovery, write deadline) and sets up the request id, the
-// request context and status recording only for answers other than 200.
-// A 200 carries no X-Request-Id: proxies pass on only the headers they are
-// told to, and nothing is logged for it above debug level.
+// log, panic recovery) and sets up the request id, the request context and
+// status recording only for answers other than 200. A 200 carries no
+// X-Request-Id: proxies pass on only the headers they are told to, and
+// nothing is logged for it above debug level.
 func (s *Server) serveForwardAuth(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	defer func() {
