@@ -25,7 +25,8 @@
 // sessions in order (so that every hot session has been seen). It reads the
 // broker's peak RSS (VmHWM), prints a table with the ratios the README's
 // targets use, and writes it, with the commit, date and machine, to
-// bench/results/<date>-<commit>.md.
+// bench/results/<date>-<commit>.md (<date>-<commit>-2.md and so on when
+// that commit has been run before that day: a run never overwrites another).
 //
 // PostgreSQL is BROKER_TEST_DATABASE_URL (default
 // postgres://postgres@127.0.0.1:5432/test?sslmode=disable).
@@ -33,8 +34,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -153,13 +156,36 @@ func run() error {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
-		path := filepath.Join(dir, time.Now().UTC().Format("2006-01-02")+"-"+m.Commit+".md")
-		if err := os.WriteFile(path, []byte(report), 0o644); err != nil {
+		path, err := writeResults(dir, time.Now().UTC().Format("2006-01-02")+"-"+m.Commit, report)
+		if err != nil {
 			return err
 		}
 		fmt.Fprintln(os.Stderr, "wrote", path)
 	}
 	return nil
+}
+
+// writeResults writes report to dir/<name>.md, or to dir/<name>-2.md,
+// -3.md and so on if that file exists, and returns the path written.
+func writeResults(dir, name, report string) (string, error) {
+	for i := 1; ; i++ {
+		path := filepath.Join(dir, name+".md")
+		if i > 1 {
+			path = filepath.Join(dir, fmt.Sprintf("%s-%d.md", name, i))
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		if _, err := f.WriteString(report); err != nil {
+			f.Close()
+			return "", err
+		}
+		return path, f.Close()
+	}
 }
 
 // postgresVersion is the server's version string, shortened.
