@@ -358,6 +358,26 @@ func TestCacheInvalidationLocal(t *testing.T) {
 			e.wantValid(t, s.Token)
 			e.wantLookups(t, 2, "after UpdateKeyPassword (evicted)")
 		}, auth.Invalidation{UserID: "*"}},
+		// Claims may read the user's keys: adding or removing one evicts.
+		{"CreateKey", func(e cacheEnv, u auth.User, s auth.Session) error {
+			_, err := e.a.CreateKey(ctx, u.ID, "github", "gh-"+u.ID, nil)
+			return err
+		}, func(t *testing.T, e cacheEnv, s auth.Session) {
+			e.wantValid(t, s.Token)
+			e.wantLookups(t, 2, "after CreateKey (evicted)")
+		}, auth.Invalidation{UserID: "*"}},
+		{"DeleteKey", func(e cacheEnv, u auth.User, s auth.Session) error {
+			return e.a.DeleteKey(ctx, "email", "pw-"+u.ID)
+		}, func(t *testing.T, e cacheEnv, s auth.Session) {
+			e.wantValid(t, s.Token)
+			e.wantLookups(t, 2, "after DeleteKey (evicted)")
+		}, auth.Invalidation{UserID: "*"}},
+		{"KeysChanged", func(e cacheEnv, u auth.User, s auth.Session) error {
+			return e.a.KeysChanged(ctx, u.ID)
+		}, func(t *testing.T, e cacheEnv, s auth.Session) {
+			e.wantValid(t, s.Token)
+			e.wantLookups(t, 2, "after KeysChanged (evicted)")
+		}, auth.Invalidation{UserID: "*"}},
 	}
 	for _, step := range steps {
 		t.Run(step.name, func(t *testing.T) {
@@ -368,6 +388,9 @@ func TestCacheInvalidationLocal(t *testing.T) {
 			if _, err := e.a.CreateKey(ctx, u.ID, "email", "pw-"+u.ID, ptr("old password")); err != nil {
 				t.Fatal(err)
 			}
+			b.mu.Lock()
+			b.published = nil // the key's creation
+			b.mu.Unlock()
 			e.wantValid(t, s.Token)
 			e.wantValid(t, s.Token)
 			e.wantLookups(t, 1, "before "+step.name)

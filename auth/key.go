@@ -74,7 +74,19 @@ func (a *Auth) CreateKeySpec(ctx context.Context, userID string, spec KeySpec) (
 	if err := a.store.CreateKey(ctx, k); err != nil {
 		return Key{}, mapConflict("create key", err)
 	}
+	if err := a.KeysChanged(ctx, userID); err != nil {
+		return Key{}, fmt.Errorf("create key: publish: %w", err)
+	}
 	return transformKey(k), nil
+}
+
+// KeysChanged drops userID's cached sessions in every process, as a change
+// to the user does, so that what is kept with them (claims, which may read
+// the user's keys) is computed afresh. Auth's own key methods call it;
+// code that adds or removes a key through the store directly must call it
+// after the change is committed.
+func (a *Auth) KeysChanged(ctx context.Context, userID string) error {
+	return a.invalidate(ctx, Invalidation{UserID: userID})
 }
 
 // GetKey returns a key without checking any password, or ErrInvalidKeyID.
@@ -201,8 +213,20 @@ func (a *Auth) UpdateKeyPassword(ctx context.Context, providerID, providerUserID
 
 // DeleteKey deletes a key. It succeeds whatever the key id.
 func (a *Auth) DeleteKey(ctx context.Context, providerID, providerUserID string) error {
-	if err := a.store.DeleteKey(ctx, KeyID(providerID, providerUserID)); err != nil {
+	id := KeyID(providerID, providerUserID)
+	// Whose key it is, for the invalidation.
+	k, err := a.store.GetKey(ctx, id)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("delete key: %w", err)
+	}
+	if err := a.store.DeleteKey(ctx, id); err != nil {
+		return fmt.Errorf("delete key: %w", err)
+	}
+	if err := a.KeysChanged(ctx, k.UserID); err != nil {
+		return fmt.Errorf("delete key: publish: %w", err)
 	}
 	return nil
 }

@@ -38,16 +38,22 @@ func (v *SessionView) Shared() bool { return v.shared }
 
 // Memo returns what f derives from the view's session, computing it once
 // per view for a given key (a comparable value the caller owns, such as a
-// pointer). f must depend only on the session and its user, must not modify
-// them, and must not keep the *Session past its return. Concurrent first
-// calls may each run f; one result is kept. A view keeps the memo of one key
-// at a time: a call with another key computes and replaces it.
-func (v *SessionView) Memo(key any, f func(*Session) any) any {
+// pointer). f must depend only on the session, its user and the user's keys
+// (every change to which invalidates the view: see [Auth.KeysChanged]),
+// must not modify them, and must not keep the *Session past its return. f
+// returns keep false for a result that is good for this call only (it could
+// not read all it needed): that result is not kept, and the next call runs
+// f again. Concurrent first calls may each run f; one result is kept. A
+// view keeps the memo of one key at a time: a call with another key
+// computes and replaces it.
+func (v *SessionView) Memo(key any, f func(*Session) (val any, keep bool)) any {
 	if m := v.memo.Load(); m != nil && m.key == key {
 		return m.v
 	}
-	val := f(&v.Session)
-	v.memo.Store(&viewMemo{key: key, v: val})
+	val, keep := f(&v.Session)
+	if keep {
+		v.memo.Store(&viewMemo{key: key, v: val})
+	}
 	return val
 }
 

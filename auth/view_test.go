@@ -36,7 +36,7 @@ func TestSessionViewShared(t *testing.T) {
 	}
 	var computed atomic.Int64
 	key := new(int)
-	memo := func(s *auth.Session) any { computed.Add(1); return s.User.Attributes["role"] }
+	memo := func(s *auth.Session) (any, bool) { computed.Add(1); return s.User.Attributes["role"], true }
 	for range 10 {
 		v, err := e.a.ValidateSessionView(ctx, s.Token)
 		if err != nil || v != v1 {
@@ -49,8 +49,19 @@ func TestSessionViewShared(t *testing.T) {
 	if n := computed.Load(); n != 1 {
 		t.Fatalf("memo computed %d times over 10 hits; want 1", n)
 	}
-	if got := v1.Memo(new(int), func(*auth.Session) any { return "other" }); got != "other" {
+	if got := v1.Memo(new(int), func(*auth.Session) (any, bool) { return "other", true }); got != "other" {
 		t.Fatalf("Memo with another key = %v; want its own value", got)
+	}
+	// A result that is not to be kept answers its call only.
+	other, transient := new(int), 0
+	for i := range 3 {
+		got := v1.Memo(other, func(*auth.Session) (any, bool) { transient++; return transient, i == 2 })
+		if got != i+1 {
+			t.Fatalf("Memo call %d = %v; want %d (the results not kept are computed again)", i+1, got, i+1)
+		}
+	}
+	if got := v1.Memo(other, func(*auth.Session) (any, bool) { return "recomputed", true }); got != 3 {
+		t.Fatalf("Memo after a kept result = %v; want the kept 3", got)
 	}
 	e.wantLookups(t, 1, "view hits")
 
@@ -176,7 +187,7 @@ func TestSessionViewRace(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				v.Memo(key, func(s *auth.Session) any { return s.User.Attributes["n"] })
+				v.Memo(key, func(s *auth.Session) (any, bool) { return s.User.Attributes["n"], true })
 			}
 		})
 	}

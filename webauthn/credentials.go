@@ -98,5 +98,8 @@ func (rp *RelyingParty) Remove(ctx context.Context, sess *auth.Session, id strin
 	if err := rp.store.DeleteKey(ctx, KeyID(credID)); err != nil {
 		return fmt.Errorf("webauthn: remove passkey: delete key: %w", err)
 	}
+	if err := rp.auth.KeysChanged(ctx, sess.UserID); err != nil {
+		return fmt.Errorf("webauthn: remove passkey: %w", err)
+	}
 	return nil
 }

@@ -235,6 +235,9 @@ func (rp *RelyingParty) finishAdd(ctx context.Context, f providersession.Flow, s
 	if err != nil {
 		return Registration{}, mapConflict("add passkey", err)
 	}
+	if err := rp.auth.KeysChanged(ctx, su.ID); err != nil {
+		return Registration{}, fmt.Errorf("webauthn: add passkey: %w", err)
+	}
 	au, err := rp.auth.GetUser(ctx, su.ID)
 	if err != nil {
 		return Registration{}, err

@@ -48,6 +48,30 @@ type env struct {
 	auth  *auth.Auth
 	rp    *webauthn.RelyingParty
 	authn *webauthntest.Authenticator
+	// published holds the cache invalidations the Auth published.
+	published *published
+}
+
+// published records the cache invalidations an Auth publishes.
+type published struct {
+	mu  sync.Mutex
+	evs []auth.Invalidation
+}
+
+func (p *published) Publish(_ context.Context, ev auth.Invalidation) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.evs = append(p.evs, ev)
+	return nil
+}
+
+// take returns the invalidations published since the last take.
+func (p *published) take() []auth.Invalidation {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	evs := p.evs
+	p.evs = nil
+	return evs
 }
 
 func newEnv(t *testing.T, uv string) *env {
@@ -59,13 +83,13 @@ func newEnv(t *testing.T, uv string) *env {
 // wrap(store) when wrap is not nil.
 func newEnvWith(t *testing.T, uv string, wrap func(storage.Store) storage.Store) *env {
 	t.Helper()
-	e := &env{t: t, clock: &clock{now: time.Now().UTC()}, store: storagetest.OpenSQLite(t)}
+	e := &env{t: t, clock: &clock{now: time.Now().UTC()}, store: storagetest.OpenSQLite(t), published: &published{}}
 	var err error
 	st := e.store
 	if wrap != nil {
 		st = wrap(st)
 	}
-	e.auth, err = auth.New(st, auth.Options{Now: e.clock.Now, Origin: origin})
+	e.auth, err = auth.New(st, auth.Options{Now: e.clock.Now, Origin: origin, Invalidations: e.published})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -527,9 +551,14 @@ func TestAddRenameRemove(t *testing.T) {
 	var added webauthn.Registration
 	t.Run("add", func(t *testing.T) {
 		e.clock.Advance(time.Second) // so that the list's order is known
+		e.published.take()
 		added, err = add(second, &sess, "  Laptop ")
 		if err != nil {
 			t.Fatal(err)
+		}
+		// Claims may list the user's keys: their cached sessions go.
+		if evs := e.published.take(); !slices.Contains(evs, auth.Invalidation{UserID: reg.User.ID}) {
+			t.Errorf("published %v on adding a passkey; want the user's invalidation", evs)
 		}
 		if added.NewUser || added.User.ID != reg.User.ID || added.Passkey.Name != "Laptop" {
 			t.Errorf("registration = %+v", added)
@@ -609,8 +638,12 @@ func TestAddRenameRemove(t *testing.T) {
 		if err := e.rp.Remove(ctx, &os, webauthn.EncodeID(first.ID)); !errors.Is(err, webauthn.ErrNotFound) {
 			t.Errorf("remove another user's passkey: got %v; want ErrNotFound", err)
 		}
+		e.published.take()
 		if err := e.rp.Remove(ctx, &sess, webauthn.EncodeID(first.ID)); err != nil {
 			t.Fatal(err)
+		}
+		if evs := e.published.take(); !slices.Contains(evs, auth.Invalidation{UserID: reg.User.ID}) {
+			t.Errorf("published %v on removing a passkey; want the user's invalidation", evs)
 		}
 		if _, err := e.login(webauthn.LoginRequest{}, first, nil); !errors.Is(err, auth.ErrInvalidKeyID) {
 			t.Errorf("login with the removed passkey: got %v; want ErrInvalidKeyID", err)

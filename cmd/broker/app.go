@@ -192,8 +192,9 @@ func buildApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, 
 	}
 	metrics := server.NewMetrics()
 	metrics.WatchDB(st.DB().DB)
-	// Keys cost database reads on every /auth, cache hit or not: load them
-	// only for the expressions that may use them.
+	// Keys cost a database read: for claims once per cached session
+	// snapshot (a key change invalidates it), for access rules on every
+	// /auth. Load them only for the expressions that may use them.
 	claimsNeedKeys, accessNeedKeys := exprsMention(cfg, "keys")
 	keysOf := func(ctx context.Context, need bool, userID string) []auth.Key {
 		if !need {
@@ -202,6 +203,8 @@ func buildApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, 
 		ks, err := a.GetAllUserKeys(ctx, userID)
 		if err != nil {
 			log.Warn("keys for claims", "err", err)
+			// Claims computed without the keys answer this request only.
+			server.ClaimsTransient(ctx)
 		}
 		return ks
 	}
@@ -224,9 +227,6 @@ func buildApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, 
 		// /metrics is on the main listener, for loopback peers, only when
 		// no metrics listener of its own is configured.
 		MetricsOnMainListener: cfg.Server.MetricsListen == "",
-		// Claims over keys are computed per request: keys change without
-		// invalidating cached sessions.
-		ClaimsPerRequest: claimsNeedKeys,
 	}
 	if len(cfg.Claims) > 0 {
 		opts.Claims = func(ctx context.Context, s *auth.Session) map[string]any {

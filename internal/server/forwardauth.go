@@ -154,12 +154,33 @@ type viewAnswers struct {
 // answers returns v's answers, computed once per view. Not for
 // Options.ClaimsPerRequest.
 func (s *Server) answers(ctx context.Context, v *auth.SessionView) *viewAnswers {
-	return v.Memo(s, func(sess *auth.Session) any {
+	return v.Memo(s, func(sess *auth.Session) (any, bool) {
 		as := &viewAnswers{}
 		// Memoized claims must not depend on this request's cancellation.
-		s.fillForwardAnswer(context.WithoutCancel(ctx), sess, &as.forward)
-		return as
+		cctx, transient := withTransientFlag(context.WithoutCancel(ctx))
+		s.fillForwardAnswer(cctx, sess, &as.forward)
+		return as, !*transient
 	}).(*viewAnswers)
+}
+
+type transientKey struct{}
+
+// withTransientFlag returns ctx with the flag that [ClaimsTransient] sets.
+func withTransientFlag(ctx context.Context) (context.Context, *bool) {
+	f := new(bool)
+	return context.WithValue(ctx, transientKey{}, f), f
+}
+
+// ClaimsTransient is for Options.Claims: called with the context Claims
+// got, it says that the claims Claims returns are good for this request
+// only, because something they depend on could not be read (the
+// database is down). They answer the request but are not kept with the
+// cached session; the next request computes them again. Without a cached
+// session it does nothing.
+func ClaimsTransient(ctx context.Context) {
+	if f, ok := ctx.Value(transientKey{}).(*bool); ok {
+		*f = true
+	}
 }
 
 // forwardAnswer returns v's /auth answer: computed once per shared view and
@@ -179,12 +200,15 @@ func (s *Server) sessionJSON(ctx context.Context, v *auth.SessionView) ([]byte, 
 	if b := as.session.Load(); b != nil {
 		return *b, nil
 	}
-	b, err := json.Marshal(s.sessionBody(context.WithoutCancel(ctx), &v.Session))
+	cctx, transient := withTransientFlag(context.WithoutCancel(ctx))
+	b, err := json.Marshal(s.sessionBody(cctx, &v.Session))
 	if err != nil {
 		return nil, err
 	}
 	b = append(b, '\n')
-	as.session.CompareAndSwap(nil, &b)
+	if !*transient {
+		as.session.CompareAndSwap(nil, &b)
+	}
 	return b, nil
 }
 

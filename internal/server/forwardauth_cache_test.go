@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
 	"maps"
 	"net/http"
 	"regexp"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/brokerauth/broker/auth"
 	"github.com/brokerauth/broker/internal/rules"
+	"github.com/brokerauth/broker/internal/server"
+	"github.com/brokerauth/broker/storage/sqlstore"
 )
 
 // answerHeaders are the headers of a /auth answer that describe the user,
@@ -170,6 +173,116 @@ func TestForwardAuthClaimsPerRequest(t *testing.T) {
 		if r.StatusCode != http.StatusOK || r.Header.Get("X-Auth-Claim-N") != strconv.Itoa(i) {
 			t.Fatalf("/auth %d: %d, claim n = %q; want %d", i, r.StatusCode, r.Header.Get("X-Auth-Claim-N"), i)
 		}
+	}
+}
+
+// TestForwardAuthClaimsOverKeys: claims that read the user's keys are kept
+// with the cached session, and computed afresh on the very next request
+// after a key is added or removed, through Auth or through the password
+// route (which writes the key to the store itself). Claims that could not
+// read the keys (ClaimsTransient) answer their own request only, for /auth
+// and /session alike.
+func TestForwardAuthClaimsOverKeys(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var st atomic.Pointer[sqlstore.Store]
+	var evals atomic.Int64
+	var keysDown atomic.Bool
+	h := newHarness(t, setup{
+		GitHub:    &githubSetup{},
+		CacheSize: 100,
+		Passwords: true,
+		ClaimsFunc: func(ctx context.Context, s *auth.Session) map[string]any {
+			evals.Add(1)
+			if keysDown.Load() {
+				server.ClaimsTransient(ctx)
+				return map[string]any{"providers": "unknown"}
+			}
+			ks, err := st.Load().ListUserKeys(ctx, s.UserID)
+			if err != nil {
+				t.Errorf("ListUserKeys: %v", err)
+			}
+			var ps []string
+			for _, k := range ks {
+				ps = append(ps, k.Provider)
+			}
+			slices.Sort(ps)
+			return map[string]any{"providers": strings.Join(ps, " ")}
+		},
+	})
+	st.Store(h.store)
+	b := h.browser()
+	b.login("github", "")
+	uid := b.me()
+	// Twice: after an eviction the first answer comes from the database
+	// with claims of its own, the second from the cache's shared view,
+	// whose claims are then kept.
+	claimAt := func(step, want string) {
+		t.Helper()
+		for range 2 {
+			r := b.get("/auth", map[string]string{"Accept": ""})
+			if got := r.Header.Get("X-Auth-Claim-Providers"); r.StatusCode != http.StatusOK || got != want {
+				t.Fatalf("%s: /auth %d, providers %q; want %q", step, r.StatusCode, got, want)
+			}
+		}
+	}
+	sessionClaimAt := func(step, want string) {
+		t.Helper()
+		r := b.getJSON("/session")
+		var body struct {
+			Claims map[string]any `json:"claims"`
+		}
+		if r.StatusCode != http.StatusOK || json.Unmarshal(r.body, &body) != nil || body.Claims["providers"] != want {
+			t.Fatalf("%s: /session %d %s; want providers %q", step, r.StatusCode, r.body, want)
+		}
+	}
+	claimAt("after login", "github")
+	sessionClaimAt("after login", "github")
+	n := evals.Load()
+	for range 5 {
+		claimAt("cached", "github")
+		sessionClaimAt("cached", "github")
+	}
+	if got := evals.Load() - n; got != 0 {
+		t.Fatalf("claims computed %d times for cached answers; want them kept", got)
+	}
+
+	if _, err := h.auth.CreateKey(ctx, uid, "gitlab", "gl-1", nil); err != nil {
+		t.Fatal(err)
+	}
+	claimAt("after CreateKey", "github gitlab")
+	// The user's first password makes the key email:<address>.
+	if r := b.mlJSON("/account/password", mlBody{"new_password": "a password for the keys test"}, nil); r.StatusCode != http.StatusNoContent {
+		t.Fatalf("set password: %d %s", r.StatusCode, r.body)
+	}
+	claimAt("after setting a password", "email github gitlab")
+	sessionClaimAt("after setting a password", "email github gitlab")
+	if err := h.auth.DeleteKey(ctx, "gitlab", "gl-1"); err != nil {
+		t.Fatal(err)
+	}
+	claimAt("after DeleteKey", "email github")
+
+	// Keys that cannot be read: every request computes its claims.
+	keysDown.Store(true)
+	if err := h.auth.KeysChanged(ctx, uid); err != nil {
+		t.Fatal(err)
+	}
+	n = evals.Load()
+	for range 3 {
+		claimAt("keys unreadable", "unknown")
+		sessionClaimAt("keys unreadable", "unknown")
+	}
+	if got := evals.Load() - n; got < 9 {
+		t.Fatalf("claims computed %d times for 9 answers while the keys could not be read; want each answer to compute them", got)
+	}
+	keysDown.Store(false)
+	claimAt("keys readable again", "email github")
+	sessionClaimAt("keys readable again", "email github")
+	n = evals.Load()
+	claimAt("kept again", "email github")
+	sessionClaimAt("kept again", "email github")
+	if got := evals.Load() - n; got != 0 {
+		t.Fatalf("claims computed %d times once readable; want them kept", got)
 	}
 }
 

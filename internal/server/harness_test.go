@@ -108,6 +108,8 @@ type setup struct {
 	// CacheSize turns on the session cache (auth.Options.CacheSize), with
 	// an hour's TTL: only invalidations end a cached snapshot.
 	CacheSize int
+	// Passwords turns on passwords (server.Options.Passwords).
+	Passwords bool
 }
 
 // harness is a broker served on a loopback listener with its fakes.
@@ -241,6 +243,9 @@ func newHarness(t testing.TB, s setup) *harness {
 		ProviderTimeout:  s.ProviderTimeout,
 		Now:              h.clock.Now,
 		ClaimsPerRequest: s.ClaimsPerRequest,
+	}
+	if s.Passwords {
+		opts.Passwords = &server.PasswordOptions{}
 	}
 	h.metrics = server.NewMetrics()
 	opts.Metrics = h.metrics

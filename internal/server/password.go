@@ -520,6 +520,9 @@ func (s *Server) setPasswordKey(ctx context.Context, userID, email, password str
 				if err := s.store.DeleteKey(ctx, id); err != nil {
 					return fmt.Errorf("set password: %w", err)
 				}
+				if err := s.auth.KeysChanged(ctx, k.UserID); err != nil {
+					return fmt.Errorf("set password: %w", err)
+				}
 			}
 		case !errors.Is(err, storage.ErrNotFound):
 			return fmt.Errorf("set password: %w", err)
@@ -528,6 +531,9 @@ func (s *Server) setPasswordKey(ctx context.Context, userID, email, password str
 			ID: id, UserID: userID, Provider: "email", ProviderUserID: email, HashedPassword: &h, CreatedAt: now, UpdatedAt: now,
 		})
 		if err == nil {
+			if err := s.auth.KeysChanged(ctx, userID); err != nil {
+				return fmt.Errorf("set password: %w", err)
+			}
 			return nil
 		}
 		if !errors.Is(err, storage.ErrAlreadyExists) {

@@ -55,8 +55,10 @@ type Options struct {
 	// [auth.SessionView]) unless ClaimsPerRequest is set.
 	Claims func(ctx context.Context, s *auth.Session) map[string]any
 	// ClaimsPerRequest makes forward-auth compute the claims on every
-	// request: for claims that read what a cached snapshot does not cover,
-	// such as the user's keys, which change without invalidating it.
+	// request: for claims that read what a cached snapshot does not cover
+	// (data outside the broker's users, sessions and keys, whose changes
+	// invalidate it). Claims that could not read what they need for a
+	// passing reason say so with [ClaimsTransient] instead.
 	ClaimsPerRequest bool
 	// Access decides forward-auth access rules for a signed-in user; nil
 	// allows every signed-in user.
