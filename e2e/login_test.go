@@ -119,3 +119,39 @@ func TestLoginLogout(t *testing.T) {
 		t.Fatal("no JSON log lines")
 	}
 }
+
+// TestKeysInRules: in the real binary, a claim over the user's keys lists
+// them and access rules over keys decide, from a cached session too.
+func TestKeysInRules(t *testing.T) {
+	t.Parallel()
+	gh := providertest.NewGitHub(t, providertest.GitHubUser{ID: 4343, Login: "kit"})
+	listen := freePort(t)
+	db := "sqlite://" + t.TempDir() + "/broker.db"
+	cfg := githubConfig("http://"+listen, db, gh, `
+access:
+  - path_prefix: /ci
+    allow: 'keys.exists(k, k.provider_id == "github")'
+  - path_prefix: /deploy
+    allow: 'keys.exists(k, k.provider_id == "gitlab")'
+`)
+	cfg = strings.Replace(cfg, "\nclaims:\n", "\nclaims:\n  providers: keys.map(k, k.provider_id)\n", 1)
+	b := startBroker(t, listen, cfg)
+	c := browser(t)
+	if resp, body := get(t, c, b.URL+"/login/github?redirect_to=/session", "Accept", "application/json"); resp.StatusCode != 200 {
+		t.Fatalf("login: %d %s", resp.StatusCode, body)
+	}
+	// Each path twice: the first answer may come from the database, the
+	// next ones from the session cache.
+	for _, step := range []struct {
+		uri  string
+		want int
+	}{{"/ci", 200}, {"/deploy", 403}, {"/ci", 200}, {"/deploy", 403}, {"/ci", 200}} {
+		resp, body := get(t, c, b.URL+"/auth", "X-Forwarded-Host", "app.example.com", "X-Forwarded-Uri", step.uri)
+		if resp.StatusCode != step.want {
+			t.Fatalf("/auth for %s: %d %s; want %d", step.uri, resp.StatusCode, body, step.want)
+		}
+		if step.want == 200 && resp.Header.Get("X-Auth-Claim-Providers") != "github" {
+			t.Fatalf("/auth for %s: providers claim %q; want github", step.uri, resp.Header.Get("X-Auth-Claim-Providers"))
+		}
+	}
+}

@@ -192,12 +192,12 @@ func buildApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, 
 	}
 	metrics := server.NewMetrics()
 	metrics.WatchDB(st.DB().DB)
-	// Keys cost a database read: for claims once per cached session
-	// snapshot (a key change invalidates it), for access rules on every
-	// /auth. Load them only for the expressions that may use them.
+	// Keys cost a database read, once per cached session snapshot (a key
+	// change invalidates it): load them only for the expressions that may
+	// use them. The server reads them for the access rules.
 	claimsNeedKeys, accessNeedKeys := exprsMention(cfg, "keys")
-	keysOf := func(ctx context.Context, need bool, userID string) []auth.Key {
-		if !need {
+	claimKeys := func(ctx context.Context, userID string) []auth.Key {
+		if !claimsNeedKeys {
 			return nil
 		}
 		ks, err := a.GetAllUserKeys(ctx, userID)
@@ -227,13 +227,14 @@ func buildApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, 
 		// /metrics is on the main listener, for loopback peers, only when
 		// no metrics listener of its own is configured.
 		MetricsOnMainListener: cfg.Server.MetricsListen == "",
+		AccessKeys:            accessNeedKeys,
 	}
 	if len(cfg.Claims) > 0 {
 		opts.Claims = func(ctx context.Context, s *auth.Session) map[string]any {
 			// Without the request's cancellation CEL skips the per-call
 			// setup of an interruptible evaluation (a tenth of a cached
 			// /auth); its cost limit still bounds every expression.
-			out, errs := claims.Eval(context.WithoutCancel(ctx), s.User, keysOf(ctx, claimsNeedKeys, s.UserID), s)
+			out, errs := claims.Eval(context.WithoutCancel(ctx), s.User, claimKeys(ctx, s.UserID), s)
 			for _, e := range errs {
 				log.Warn("claim left out", "user_id", s.UserID, "err", e)
 			}
@@ -243,7 +244,7 @@ func buildApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, 
 	if len(cfg.Access) > 0 {
 		opts.Access = func(ctx context.Context, req server.AccessRequest) (bool, error) {
 			allowed, _, err := access.Decide(ctx, rules.AccessInput{
-				User: req.Session.User, Keys: keysOf(ctx, accessNeedKeys, req.Session.UserID), Session: req.Session,
+				User: req.Session.User, Keys: req.Keys, Session: req.Session,
 				Claims: req.Claims, Host: req.Host, Path: req.Path, Method: req.Method,
 			})
 			return allowed, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"net/http"
 	"net/url"
@@ -84,10 +85,16 @@ func (s *Server) forwardAuth(w http.ResponseWriter, r *http.Request) (int, strin
 		if id == "" {
 			id = newRequestID()
 		}
-		if aerr != nil {
+		switch {
+		case ans.keysErr != nil:
+			// The rules cannot be decided: unavailable, not refused.
+			err = fmt.Errorf("access rules: the user's keys: %w", ans.keysErr)
+		case aerr != nil:
 			s.log.Warn("access rule failed", "request_id", id, "err", aerr)
+			fallthrough
+		default:
+			err = newError(http.StatusForbidden, CodeForbidden, "access denied")
 		}
-		err = newError(http.StatusForbidden, CodeForbidden, "access denied")
 	}
 	// Every other answer goes through the helpers the middleware serves:
 	// they log with the request id and may write pages.
@@ -124,7 +131,11 @@ func (s *Server) forwardAuth(w http.ResponseWriter, r *http.Request) (int, strin
 // so it is laid out in few allocations: the header table with its value
 // slices inline, and the values in one string.
 type forwardAnswer struct {
-	claims  map[string]any // nil without access rules
+	claims map[string]any // nil without access rules
+	// keys are the user's keys for the access rules (Options.AccessKeys);
+	// keysErr is why they could not be read.
+	keys    []auth.Key
+	keysErr error
 	headers []headerField
 	inline  [6]headerField // headers, when they fit
 	values  [6]string      // backing of the inline headers' values
@@ -236,6 +247,12 @@ func (s *Server) fillForwardAnswer(ctx context.Context, sess *auth.Session, a *f
 
 	if s.opts.Access != nil {
 		a.claims = claims
+		if s.opts.AccessKeys {
+			a.keys, a.keysErr = s.auth.GetAllUserKeys(ctx, sess.UserID)
+			if a.keysErr != nil {
+				ClaimsTransient(ctx) // not kept: the next request reads them again
+			}
+		}
 	}
 	a.headers = a.inline[:0]
 	backing := a.values[:]
@@ -275,8 +292,11 @@ func (s *Server) forwardAllowed(r *http.Request, v *auth.SessionView, ans *forwa
 	if s.opts.Access == nil {
 		return true, nil
 	}
+	if ans.keysErr != nil {
+		return false, nil
+	}
 	host, path, method := forwardedRequest(r)
-	return s.opts.Access(r.Context(), AccessRequest{Session: &v.Session, Claims: ans.claims, Host: host, Path: path, Method: method})
+	return s.opts.Access(r.Context(), AccessRequest{Session: &v.Session, Claims: ans.claims, Keys: ans.keys, Host: host, Path: path, Method: method})
 }
 
 // claims returns the session's claims, never nil (JSON shows {}).

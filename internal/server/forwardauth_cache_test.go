@@ -286,6 +286,67 @@ func TestForwardAuthClaimsOverKeys(t *testing.T) {
 	}
 }
 
+// TestForwardAuthAccessOverKeys: access rules that read the user's keys
+// get them once per cached session snapshot, follow an added or removed
+// key on the very next request, and answer 503 (not 403, not 200) while
+// the keys cannot be read, recovering when they can.
+func TestForwardAuthAccessOverKeys(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var down atomic.Bool
+	h := newHarness(t, setup{
+		GitHub:     &githubSetup{},
+		CacheSize:  100,
+		AccessKeys: true,
+		KeysDown:   &down,
+		Access:     []rules.Rule{{PathPrefix: "/ci", Allow: `keys.exists(k, k.provider_id == "gitlab")`}},
+	})
+	b := h.browser()
+	b.login("github", "")
+	uid := b.me()
+	// Twice each: after an eviction the first answer comes from the
+	// database, the second from the cache's shared view.
+	statusAt := func(step string, want int) {
+		t.Helper()
+		for range 2 {
+			if r := b.get("/auth", proxied("https", "app.example.com", "/ci/run")); r.StatusCode != want {
+				t.Fatalf("%s: /auth for /ci: %d %s; want %d", step, r.StatusCode, r.body, want)
+			}
+		}
+	}
+	statusAt("without a gitlab key", http.StatusForbidden)
+	if _, err := h.auth.CreateKey(ctx, uid, "gitlab", "gl-7", nil); err != nil {
+		t.Fatal(err)
+	}
+	statusAt("with a gitlab key", http.StatusOK)
+	if err := h.auth.DeleteKey(ctx, "gitlab", "gl-7"); err != nil {
+		t.Fatal(err)
+	}
+	statusAt("after the key is deleted", http.StatusForbidden)
+	if _, err := h.auth.CreateKey(ctx, uid, "gitlab", "gl-7", nil); err != nil {
+		t.Fatal(err)
+	}
+	statusAt("with the key again", http.StatusOK)
+
+	// Read once per snapshot: the cached answer does not read them again.
+	down.Store(true)
+	statusAt("keys unreadable, the snapshot's kept", http.StatusOK)
+	// A new snapshot whose keys cannot be read: the rules cannot be decided.
+	if err := h.auth.KeysChanged(ctx, uid); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		r := b.get("/auth", proxied("https", "app.example.com", "/ci/run"))
+		wantError(t, r, http.StatusServiceUnavailable, "SERVICE_UNAVAILABLE")
+		if r.Header.Get("X-Auth-User-Id") != "" {
+			t.Fatalf("503 from /auth sent identity headers: %v", r.Header)
+		}
+	}
+	// Not kept: readable again, the next request is decided.
+	down.Store(false)
+	statusAt("keys readable again", http.StatusOK)
+}
+
 // TestForwardAuthCachedPanic: a claim that panics on the cached path is a
 // 503 without the detail, and the broker goes on.
 func TestForwardAuthCachedPanic(t *testing.T) {

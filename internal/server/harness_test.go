@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -18,6 +19,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,6 +32,7 @@ import (
 	"github.com/brokerauth/broker/providers/github"
 	"github.com/brokerauth/broker/providers/oidc"
 	"github.com/brokerauth/broker/providersession"
+	"github.com/brokerauth/broker/storage"
 	"github.com/brokerauth/broker/storage/sqlstore"
 	"github.com/brokerauth/broker/storage/storagetest"
 )
@@ -110,6 +113,23 @@ type setup struct {
 	CacheSize int
 	// Passwords turns on passwords (server.Options.Passwords).
 	Passwords bool
+	// AccessKeys is server.Options.AccessKeys: the access rules see keys.
+	AccessKeys bool
+	// KeysDown, while true, makes the Auth's reads of a user's keys fail.
+	KeysDown *atomic.Bool
+}
+
+// keysDownStore fails ListUserKeys while down is true.
+type keysDownStore struct {
+	storage.Store
+	down *atomic.Bool
+}
+
+func (s keysDownStore) ListUserKeys(ctx context.Context, userID string) ([]storage.Key, error) {
+	if s.down.Load() {
+		return nil, errors.New("keys: database unreachable (test)")
+	}
+	return s.Store.ListUserKeys(ctx, userID)
 }
 
 // harness is a broker served on a loopback listener with its fakes.
@@ -161,7 +181,11 @@ func newHarness(t testing.TB, s setup) *harness {
 		h.store = storagetest.OpenSQLite(t)
 	}
 	origins := append([]string{appOrigin, allowedOrigin}, s.AllowedOrigins...)
-	h.auth, err = auth.New(h.store, auth.Options{
+	var authStore storage.Store = h.store
+	if s.KeysDown != nil {
+		authStore = keysDownStore{h.store, s.KeysDown}
+	}
+	h.auth, err = auth.New(authStore, auth.Options{
 		Now:            h.clock.Now,
 		Passwords:      auth.NewPasswordHasher(auth.Argon2Params{Memory: 64, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32}, 4),
 		Origin:         h.url,
@@ -270,11 +294,12 @@ func newHarness(t testing.TB, s setup) *harness {
 		}
 		opts.Access = func(ctx context.Context, req server.AccessRequest) (bool, error) {
 			ok, _, err := access.Decide(ctx, rules.AccessInput{
-				User: req.Session.User, Session: req.Session, Claims: req.Claims,
+				User: req.Session.User, Keys: req.Keys, Session: req.Session, Claims: req.Claims,
 				Host: req.Host, Path: req.Path, Method: req.Method,
 			})
 			return ok, err
 		}
+		opts.AccessKeys = s.AccessKeys
 	}
 	h.srv, err = server.New(opts)
 	if err != nil {

@@ -63,6 +63,11 @@ type Options struct {
 	// Access decides forward-auth access rules for a signed-in user; nil
 	// allows every signed-in user.
 	Access func(ctx context.Context, req AccessRequest) (bool, error)
+	// AccessKeys gives the access rules the user's keys (AccessRequest.Keys),
+	// read once per cached session snapshot (adding or removing a key
+	// invalidates it). When they cannot be read, /auth answers 503 without
+	// running the rules.
+	AccessKeys bool
 	// OriginAllowed reports whether an origin (scheme://host[:port]) is in
 	// redirect.allowed_origins: redirects there are allowed and CORS is
 	// answered for it.
@@ -115,9 +120,12 @@ type Provider struct {
 type AccessRequest struct {
 	Session *auth.Session
 	Claims  map[string]any
-	Host    string
-	Path    string
-	Method  string
+	// Keys are the user's keys with Options.AccessKeys, otherwise nil. They
+	// may be shared with other requests too.
+	Keys   []auth.Key
+	Host   string
+	Path   string
+	Method string
 }
 
 // Server serves the broker's HTTP interface.
