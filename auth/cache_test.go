@@ -303,6 +303,13 @@ func TestCacheTouchCoalescing(t *testing.T) {
 func TestCacheInvalidationLocal(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
+	// evicted checks that the session, still valid, was read again.
+	evicted := func(step string) func(*testing.T, cacheEnv, auth.Session) {
+		return func(t *testing.T, e cacheEnv, s auth.Session) {
+			e.wantValid(t, s.Token)
+			e.wantLookups(t, 2, "after "+step+" (evicted)")
+		}
+	}
 	steps := []struct {
 		name  string
 		do    func(e cacheEnv, u auth.User, s auth.Session) error
@@ -354,30 +361,18 @@ func TestCacheInvalidationLocal(t *testing.T) {
 		{"UpdateKeyPassword", func(e cacheEnv, u auth.User, s auth.Session) error {
 			_, err := e.a.UpdateKeyPassword(ctx, "email", "pw-"+u.ID, ptr("new password"))
 			return err
-		}, func(t *testing.T, e cacheEnv, s auth.Session) {
-			e.wantValid(t, s.Token)
-			e.wantLookups(t, 2, "after UpdateKeyPassword (evicted)")
-		}, auth.Invalidation{UserID: "*"}},
+		}, evicted("UpdateKeyPassword"), auth.Invalidation{UserID: "*"}},
 		// Claims may read the user's keys: adding or removing one evicts.
 		{"CreateKey", func(e cacheEnv, u auth.User, s auth.Session) error {
 			_, err := e.a.CreateKey(ctx, u.ID, "github", "gh-"+u.ID, nil)
 			return err
-		}, func(t *testing.T, e cacheEnv, s auth.Session) {
-			e.wantValid(t, s.Token)
-			e.wantLookups(t, 2, "after CreateKey (evicted)")
-		}, auth.Invalidation{UserID: "*"}},
+		}, evicted("CreateKey"), auth.Invalidation{UserID: "*"}},
 		{"DeleteKey", func(e cacheEnv, u auth.User, s auth.Session) error {
 			return e.a.DeleteKey(ctx, "email", "pw-"+u.ID)
-		}, func(t *testing.T, e cacheEnv, s auth.Session) {
-			e.wantValid(t, s.Token)
-			e.wantLookups(t, 2, "after DeleteKey (evicted)")
-		}, auth.Invalidation{UserID: "*"}},
+		}, evicted("DeleteKey"), auth.Invalidation{UserID: "*"}},
 		{"KeysChanged", func(e cacheEnv, u auth.User, s auth.Session) error {
 			return e.a.KeysChanged(ctx, u.ID)
-		}, func(t *testing.T, e cacheEnv, s auth.Session) {
-			e.wantValid(t, s.Token)
-			e.wantLookups(t, 2, "after KeysChanged (evicted)")
-		}, auth.Invalidation{UserID: "*"}},
+		}, evicted("KeysChanged"), auth.Invalidation{UserID: "*"}},
 	}
 	for _, step := range steps {
 		t.Run(step.name, func(t *testing.T) {

@@ -153,7 +153,8 @@ func TestForwardAuthCached(t *testing.T) {
 }
 
 // TestForwardAuthClaimsPerRequest: with ClaimsPerRequest (claims that read
-// keys), claims are computed for every answer, cached session or not.
+// data outside the broker), claims are computed for every answer, cached
+// session or not.
 func TestForwardAuthClaimsPerRequest(t *testing.T) {
 	t.Parallel()
 	var evals atomic.Int64
