@@ -96,7 +96,11 @@ type sessionCache struct {
 	perShard int
 	gen      atomic.Uint64
 	live     atomic.Bool
-	shards   [cacheShards]cacheShard
+	// sweepAt is when the next shard is due to be swept (Unix
+	// nanoseconds); sweepNext counts sweeps, which go round the shards.
+	sweepAt   atomic.Int64
+	sweepNext atomic.Uint32
+	shards    [cacheShards]cacheShard
 }
 
 // noSlot ends the LRU and free lists.
@@ -222,6 +226,43 @@ func userHash(id string) uint64 { return maphash.String(userSeed, id) }
 
 var userSeed = maphash.MakeSeed()
 
+// maybeSweep sweeps the shards that are due: they are swept in turn, each
+// once per TTL, so that an entry nobody asks for again leaves within two
+// TTLs with its decoded values and view (pointers the collector scans,
+// about 1.5 KB for a view) rather than when the LRU evicts it, which a
+// shard with few misses may never do. It runs on the caller's goroutine:
+// one shard (perShard entries, 512 by default) every TTL/cacheShards, a few
+// microseconds; after an idle spell the first caller catches up, at most
+// one sweep of every shard.
+func (c *sessionCache) maybeSweep(now int64) {
+	at := c.sweepAt.Load()
+	step := max(c.ttl/cacheShards, 1)
+	if now < at && at-now <= step { // not due (further ahead: the clock went back)
+		return
+	}
+	if !c.sweepAt.CompareAndSwap(at, now+step) {
+		return
+	}
+	n := int64(cacheShards)
+	if late := (now - at) / step; late >= 0 && late < n {
+		n = late + 1
+	}
+	for range n {
+		c.sweepShard(&c.shards[c.sweepNext.Add(1)%cacheShards], now)
+	}
+}
+
+// sweepShard removes sh's entries that are past the TTL at now.
+func (c *sessionCache) sweepShard(sh *cacheShard, now int64) {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	for i := range sh.ents {
+		if e := &sh.ents[i]; e.used && c.stale(e, now) {
+			c.remove(sh, int32(i))
+		}
+	}
+}
+
 // find returns the slot of k's entry, or noSlot.
 func (sh *cacheShard) find(k *[32]byte) int32 {
 	if i, ok := sh.idx[prefix(k)]; ok && sh.ents[i].key == *k {
@@ -262,6 +303,7 @@ func (c *sessionCache) get(k *[32]byte, now int64, touchInterval time.Duration) 
 	if !c.live.Load() {
 		return cached{}, false
 	}
+	c.maybeSweep(now)
 	sh := c.shard(k)
 	sh.mu.Lock()
 	i := sh.find(k)
@@ -318,6 +360,7 @@ func (c *sessionCache) view(k *[32]byte, now int64, touchInterval time.Duration,
 	if !c.live.Load() {
 		return nil, false
 	}
+	c.maybeSweep(now)
 	sh := c.shard(k)
 	sh.mu.Lock()
 	i := sh.find(k)

@@ -297,6 +297,63 @@ func TestCacheTouchCoalescing(t *testing.T) {
 	}
 }
 
+// TestCacheSweep: entries nobody asks for again leave the cache within two
+// TTLs (the shards are swept in turn, each once per TTL, by the
+// validations that come by), with the values and views they held; live
+// entries stay.
+func TestCacheSweep(t *testing.T) {
+	t.Parallel()
+	ttl := 10 * time.Second
+	e := newCacheEnv(t, storagetest.OpenSQLite(t), nil, auth.Options{CacheTTL: ttl})
+	var old []auth.Session
+	for range 40 {
+		_, s := e.session(t, nil)
+		e.wantValid(t, s.Token)
+		if v := e.a.CachedSessionView(s.Token); v == nil {
+			t.Fatal("no view of a cached session")
+		}
+		old = append(old, s)
+	}
+	if n := e.a.CacheLen(); n != len(old) {
+		t.Fatalf("CacheLen = %d; want %d", n, len(old))
+	}
+	e.clock.Advance(ttl + time.Second)
+	// One session kept in use through a whole TTL of sweeps.
+	_, live := e.session(t, nil)
+	for range auth.CacheShards + 1 {
+		e.clock.Advance(ttl/auth.CacheShards + time.Millisecond)
+		e.wantValid(t, live.Token)
+	}
+	if n := e.a.CacheLen(); n != 1 {
+		t.Fatalf("CacheLen = %d after a TTL of sweeps; want 1 (the session in use)", n)
+	}
+	// The swept sessions are valid still: read again when asked.
+	before := e.cs.lookups.Load()
+	e.wantValid(t, old[0].Token)
+	if got := e.cs.lookups.Load() - before; got != 1 {
+		t.Fatalf("a swept session took %d database lookups; want 1", got)
+	}
+
+	// After an idle spell the first validation catches up at once.
+	for _, s := range old {
+		e.wantValid(t, s.Token)
+	}
+	e.clock.Advance(3 * ttl)
+	e.wantValid(t, live.Token)
+	if n := e.a.CacheLen(); n != 1 {
+		t.Fatalf("CacheLen = %d after an idle spell and one validation; want 1", n)
+	}
+	// A clock that goes back does not stop the sweeps.
+	for _, s := range old {
+		e.wantValid(t, s.Token)
+	}
+	e.clock.Advance(-time.Hour)
+	e.wantValid(t, live.Token)
+	if n := e.a.CacheLen(); n != 1 {
+		t.Fatalf("CacheLen = %d after the clock went back; want 1 (entries from the future are stale)", n)
+	}
+}
+
 // TestCacheInvalidationLocal: everything that ends a session or changes
 // what it shows takes effect at once in the process that did it, whatever
 // the TTL, and is published for the others.
