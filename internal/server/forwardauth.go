@@ -162,8 +162,7 @@ type viewAnswers struct {
 	session atomic.Pointer[[]byte]
 }
 
-// answers returns v's answers, computed once per view. Not for
-// Options.ClaimsPerRequest.
+// answers returns v's answers, computed once per view.
 func (s *Server) answers(ctx context.Context, v *auth.SessionView) *viewAnswers {
 	return v.Memo(s, func(sess *auth.Session) (any, bool) {
 		as := &viewAnswers{}
@@ -195,11 +194,10 @@ func ClaimsTransient(ctx context.Context) {
 }
 
 // forwardAnswer returns v's /auth answer: computed once per shared view and
-// kept with it; computed for this request alone for a view of its own (a
-// cache miss) or when the claims must be computed per request
-// (Options.ClaimsPerRequest).
+// kept with it (unless ClaimsTransient said otherwise); computed for this
+// request alone for a view of its own (a cache miss).
 func (s *Server) forwardAnswer(ctx context.Context, v *auth.SessionView) *forwardAnswer {
-	if s.opts.ClaimsPerRequest || !v.Shared() {
+	if !v.Shared() {
 		return s.newForwardAnswer(ctx, &v.Session)
 	}
 	return &s.answers(ctx, v).forward

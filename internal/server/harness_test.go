@@ -106,8 +106,6 @@ type setup struct {
 	RedirectDefault string
 	// ClaimsFunc replaces the compiled Claims (e.g. to make one panic).
 	ClaimsFunc func(ctx context.Context, s *auth.Session) map[string]any
-	// ClaimsPerRequest is server.Options.ClaimsPerRequest.
-	ClaimsPerRequest bool
 	// CacheSize turns on the session cache (auth.Options.CacheSize), with
 	// an hour's TTL: only invalidations end a cached snapshot.
 	CacheSize int
@@ -254,19 +252,18 @@ func newHarness(t testing.TB, s setup) *harness {
 	}
 
 	opts := server.Options{
-		Auth:             h.auth,
-		Store:            h.store,
-		Log:              log,
-		PublicURL:        h.url,
-		RedirectDefault:  s.RedirectDefault,
-		MaxBodyBytes:     s.MaxBodyBytes,
-		OriginAllowed:    func(o string) bool { return slices.Contains(origins, o) },
-		Providers:        provs,
-		Flows:            flows,
-		Vault:            vault,
-		ProviderTimeout:  s.ProviderTimeout,
-		Now:              h.clock.Now,
-		ClaimsPerRequest: s.ClaimsPerRequest,
+		Auth:            h.auth,
+		Store:           h.store,
+		Log:             log,
+		PublicURL:       h.url,
+		RedirectDefault: s.RedirectDefault,
+		MaxBodyBytes:    s.MaxBodyBytes,
+		OriginAllowed:   func(o string) bool { return slices.Contains(origins, o) },
+		Providers:       provs,
+		Flows:           flows,
+		Vault:           vault,
+		ProviderTimeout: s.ProviderTimeout,
+		Now:             h.clock.Now,
 	}
 	if s.Passwords {
 		opts.Passwords = &server.PasswordOptions{}

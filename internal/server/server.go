@@ -52,14 +52,9 @@ type Options struct {
 	// fails is left out (and logged by the function). The session may be
 	// shared with other requests: Claims must not modify it. Forward-auth
 	// computes claims once per cached session snapshot (see
-	// [auth.SessionView]) unless ClaimsPerRequest is set.
+	// [auth.SessionView]); Claims that could not read what they need for a
+	// passing reason say so with [ClaimsTransient].
 	Claims func(ctx context.Context, s *auth.Session) map[string]any
-	// ClaimsPerRequest makes forward-auth compute the claims on every
-	// request: for claims that read what a cached snapshot does not cover
-	// (data outside the broker's users, sessions and keys, whose changes
-	// invalidate it). Claims that could not read what they need for a
-	// passing reason say so with [ClaimsTransient] instead.
-	ClaimsPerRequest bool
 	// Access decides forward-auth access rules for a signed-in user; nil
 	// allows every signed-in user.
 	Access func(ctx context.Context, req AccessRequest) (bool, error)
@@ -343,7 +338,7 @@ func (s *Server) handleSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// A session the cache answers for has its body kept with its view.
-	if v.Shared() && !s.opts.ClaimsPerRequest {
+	if v.Shared() {
 		if body, err := s.sessionJSON(r.Context(), v); err == nil {
 			writeJSONBody(w, http.StatusOK, body)
 			return
