@@ -11,9 +11,14 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/brokerauth/broker/internal/coarsedeadline"
 	"github.com/brokerauth/broker/internal/config"
 	"github.com/brokerauth/broker/internal/server"
 )
+
+// deadlineResolution is how late a connection deadline may fire (see
+// coarsedeadline): the server's timeouts are seconds long.
+const deadlineResolution = 250 * time.Millisecond
 
 func (c *cli) serveCmd() *cobra.Command {
 	return &cobra.Command{
@@ -28,6 +33,12 @@ func (c *cli) serveCmd() *cobra.Command {
 			return c.serve(cmd.Context(), cfg, nil)
 		},
 	}
+}
+
+// listen wraps a listener the broker serves HTTP on: connection deadlines
+// are coarse (see coarsedeadline).
+func listen(ln net.Listener) net.Listener {
+	return coarsedeadline.Wrap(ln, deadlineResolution)
 }
 
 func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
@@ -66,7 +77,7 @@ func (c *cli) serve(ctx context.Context, cfg *config.Config, ready chan<- string
 		"providers", cfg.ProvidersEnabled(), "passwords", cfg.PasswordEnabled(), "email_links", cfg.EmailEnabled(), "passkeys", cfg.WebAuthnEnabled())
 
 	servers := []*http.Server{newHTTPServer(ap.server.Handler(), log)}
-	listeners := []net.Listener{ln}
+	listeners := []net.Listener{listen(ln)}
 	if cfg.Server.MetricsListen != "" {
 		mln, err := net.Listen("tcp", cfg.Server.MetricsListen)
 		if err != nil {
@@ -76,7 +87,7 @@ func (c *cli) serve(ctx context.Context, cfg *config.Config, ready chan<- string
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", ap.metrics.Handler())
 		servers = append(servers, newHTTPServer(mux, log))
-		listeners = append(listeners, mln)
+		listeners = append(listeners, listen(mln))
 		log.Info("metrics listening", "addr", mln.Addr().String())
 	}
 	sweepCtx, stopSweep := context.WithCancel(context.WithoutCancel(ctx))

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/brokerauth/broker/internal/coarsedeadline"
 	"github.com/brokerauth/broker/internal/config"
 )
 
@@ -99,5 +100,19 @@ func TestHTTPServerTimeouts(t *testing.T) {
 	}
 	if hs.ReadTimeout != hs.ReadHeaderTimeout {
 		t.Errorf("ReadTimeout %v, ReadHeaderTimeout %v: want them equal (one read deadline per request)", hs.ReadTimeout, hs.ReadHeaderTimeout)
+	}
+}
+
+// The broker serves on listeners with coarse deadlines, so that the
+// deadlines net/http sets on every request cost no timers.
+func TestListenCoarseDeadlines(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := listen(ln)
+	defer l.Close()
+	if _, ok := l.(*coarsedeadline.Listener); !ok {
+		t.Fatalf("listen returned %T, want a *coarsedeadline.Listener", l)
 	}
 }
