@@ -13,12 +13,17 @@ import (
 
 	"github.com/brokerauth/broker/internal/coarsedeadline"
 	"github.com/brokerauth/broker/internal/config"
+	"github.com/brokerauth/broker/internal/gcfloor"
 	"github.com/brokerauth/broker/internal/server"
 )
 
 // deadlineResolution is how late a connection deadline may fire (see
 // coarsedeadline): the server's timeouts are seconds long.
 const deadlineResolution = 250 * time.Millisecond
+
+// gcHeapFloor is the heap size below which the collector does not run
+// (see gcfloor), unless GOGC is set in the environment.
+const gcHeapFloor = 64 << 20
 
 func (c *cli) serveCmd() *cobra.Command {
 	return &cobra.Command{
@@ -30,9 +35,19 @@ func (c *cli) serveCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			defer c.tuneGC()()
 			return c.serve(cmd.Context(), cfg, nil)
 		},
 	}
+}
+
+// tuneGC starts the collector's heap floor (see gcfloor) unless the
+// operator set GOGC, and returns what stops it.
+func (c *cli) tuneGC() (stop func()) {
+	if c.getenv("GOGC") != "" {
+		return func() {}
+	}
+	return gcfloor.Start(gcHeapFloor).Stop
 }
 
 // listen wraps a listener the broker serves HTTP on: connection deadlines

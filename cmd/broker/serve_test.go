@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
+	"runtime/metrics"
 	"strings"
 	"testing"
 	"time"
@@ -114,5 +116,40 @@ func TestListenCoarseDeadlines(t *testing.T) {
 	defer l.Close()
 	if _, ok := l.(*coarsedeadline.Listener); !ok {
 		t.Fatalf("listen returned %T, want a *coarsedeadline.Listener", l)
+	}
+}
+
+// tuneGC raises GOGC on a small heap unless the operator set GOGC, and its
+// stop function puts GOGC back.
+func TestTuneGC(t *testing.T) {
+	gogc := func() uint64 {
+		s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+		metrics.Read(s)
+		return s[0].Value.Uint64()
+	}
+	before := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(before)
+
+	set := &cli{getenv: func(k string) string {
+		if k == "GOGC" {
+			return "100"
+		}
+		return ""
+	}}
+	stop := set.tuneGC()
+	if g := gogc(); g != 100 {
+		t.Errorf("GOGC set by the operator: GOGC %d, want it left at 100", g)
+	}
+	stop()
+
+	unset := &cli{getenv: func(string) string { return "" }}
+	stop = unset.tuneGC()
+	// This test's live heap is far under the floor.
+	if g := gogc(); g <= 100 {
+		t.Errorf("GOGC not set: GOGC %d, want it raised", g)
+	}
+	stop()
+	if g := gogc(); g != 100 {
+		t.Errorf("after stop: GOGC %d, want 100", g)
 	}
 }
