@@ -64,6 +64,7 @@ type options struct {
 	dbURL           string
 	brokerBin       string
 	brokerGiven     bool
+	compareBin      string
 	resultsDir      string
 	note            string
 }
@@ -89,6 +90,7 @@ func run() error {
 	flag.BoolVar(&o.claims, "claims", true, "configure one claim (role: user.attributes.role), sent as a header by /auth")
 	flag.BoolVar(&o.staleLastSeen, "stale-last-seen", false, "seed sessions last seen an hour ago, so the first validation of each also writes its last-seen time")
 	flag.StringVar(&o.brokerBin, "broker", "", "broker binary to measure (default: go build ./cmd/broker)")
+	flag.StringVar(&o.compareBin, "compare", "", "another broker binary: each round also measures hot /auth on it (target hot-compare) next to hot, alternating which goes first (an A/B of two builds)")
 	flag.StringVar(&o.resultsDir, "results", "bench/results", "directory for the results file (empty: do not write one)")
 	flag.StringVar(&o.note, "note", "", "a note for the results file")
 	flag.Parse()

@@ -178,7 +178,7 @@ func formatRun(r runResult) string {
 	fmt.Fprintf(&b, "\nN = %d sessions (%d users; seeded in %v); broker peak RSS %.1f MB; medians of %d rounds\n",
 		r.N, r.Users, r.SeedTime.Round(time.Millisecond), float64(r.PeakRSSKB)/1024, len(r.Rounds))
 	fmt.Fprintf(&b, "%-12s %10s %10s %10s %12s\n", "target", "req/s", "p50", "p99", "CPU µs/req")
-	for _, t := range targets {
+	for _, t := range r.targets() {
 		note := ""
 		if r.wrapped(t) {
 			note = "  (fewer sessions than requests: reused)"
@@ -188,6 +188,9 @@ func formatRun(r runResult) string {
 	fmt.Fprintf(&b, "hot/bare %.2f  uniform/db-floor %.2f  cold/db-floor %.2f  hot p99/bare p99 %.2f  (hot/bare-headers %.2f, bare-headers/bare %.2f)\n",
 		r.medRatio(tHot, tBare, rps), r.medRatio(tUniform, tDBFloor, rps), r.medRatio(tCold, tDBFloor, rps), r.medRatio(tHot, tBare, p99),
 		r.medRatio(tHot, tBareHdr, rps), r.medRatio(tBareHdr, tBare, rps))
+	if len(r.targets()) > len(targets) {
+		fmt.Fprintf(&b, "hot-compare/hot %.2f (CPU µs/req %.1f against %.1f)\n", r.medRatio(tHotCmp, tHot, rps), r.med(tHotCmp, cpu), r.med(tHot, cpu))
+	}
 	return b.String()
 }
 
@@ -229,13 +232,16 @@ func formatReport(o options, m machine, rs []runResult, loadStart, loadEnd strin
 		broker = "the binary given with -broker (`" + o.brokerBin + "`)"
 	}
 	fmt.Fprintf(&b, "- Broker: %s, password sign-in on, %s; sessions seeded %s, %d per user\n", broker, claims, seen, o.sessionsPerUser)
+	if o.compareBin != "" {
+		fmt.Fprintf(&b, "- Compared with: the broker binary `%s`, measured as `hot-compare` on the same sessions right before or after `hot` (each goes first in every other round)\n", o.compareBin)
+	}
 	if o.note != "" {
 		fmt.Fprintf(&b, "- Note: %s\n", o.note)
 	}
 	b.WriteString("\nTargets: `bare` = net/http handler answering 200 (HTTP floor); `bare-headers` = the same setting the headers /auth answers a hot session with (user id, email, one claim, Cache-Control) (a reference, not a target: what the headers cost net/http and wrk); `db-floor` = handler doing one primary-key SELECT on sessions, sessions uniform over N (database floor); `hot` = /auth over a working set of the first 10,000 sessions; `uniform` = /auth, sessions uniform over all N; `cold` = /auth where every request carries a session the broker has not seen (a fresh broker each round). CPU µs/req is the server process's CPU time per request (the reference servers run in the harness process).\n\n")
 	b.WriteString("| N | target | req/s | p50 | p99 | CPU µs/req |\n|---:|---|---:|---:|---:|---:|\n")
 	for _, r := range rs {
-		for _, t := range targets {
+		for _, t := range r.targets() {
 			name := t
 			if r.wrapped(t) {
 				name += " (reused: N < requests)"
@@ -260,6 +266,17 @@ func formatReport(o options, m machine, rs []runResult, loadStart, loadEnd strin
 			hb, verdict(hb >= 0.8), ud, verdict(ud >= 0.8), cd, coldV, pp, verdict(pp <= 1.5), cp, extra,
 			rss, verdict(rss < 150), r.medRatio(tBareHdr, tBare, rps), r.medRatio(tHot, tBareHdr, rps))
 	}
+	if o.compareBin != "" {
+		b.WriteString("\n| N | hot-compare / hot req/s | hot-compare / bare req/s | CPU µs/req hot | CPU µs/req hot-compare | hot-compare / hot per round |\n|---:|---:|---:|---:|---:|---|\n")
+		for _, r := range rs {
+			var per []string
+			for _, round := range r.Rounds {
+				per = append(per, fmt.Sprintf("%.2f", ratio(round[tHotCmp].RPS(), round[tHot].RPS())))
+			}
+			fmt.Fprintf(&b, "| %d | %.2f | %.2f | %.1f | %.1f | %s |\n", r.N, r.medRatio(tHotCmp, tHot, rps), r.medRatio(tHotCmp, tBare, rps),
+				r.med(tHot, cpu), r.med(tHotCmp, cpu), strings.Join(per, " "))
+		}
+	}
 	if len(rs) > 1 {
 		first, last := rs[0], rs[len(rs)-1]
 		b.WriteString("\nFlatness (req/s at the largest N over the smallest): ")
@@ -276,7 +293,7 @@ func formatReport(o options, m machine, rs []runResult, loadStart, loadEnd strin
 	b.WriteString("\n<details><summary>Every round</summary>\n\n| N | round | target | req/s | p50 | p99 | max | CPU µs/req |\n|---:|---:|---|---:|---:|---:|---:|---:|\n")
 	for _, r := range rs {
 		for i, round := range r.Rounds {
-			for _, t := range targets {
+			for _, t := range r.targets() {
 				w := round[t]
 				fmt.Fprintf(&b, "| %d | %d | %s | %.0f | %s | %s | %s | %.1f |\n", r.N, i+1, t, w.RPS(), ms(w.P50US), ms(w.P99US), ms(w.MaxUS), w.CPUPerRequest())
 			}

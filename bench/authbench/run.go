@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -36,9 +37,20 @@ const (
 	tHot     = "hot"
 	tUniform = "uniform"
 	tCold    = "cold"
+	tHotCmp  = "hot-compare"
 )
 
 var targets = []string{tBare, tBareHdr, tDBFloor, tHot, tUniform, tCold}
+
+// targets is the targets measured in r: hot-compare too with -compare.
+func (r runResult) targets() []string {
+	if len(r.Rounds) > 0 {
+		if _, ok := r.Rounds[0][tHotCmp]; ok {
+			return append(slices.Clone(targets), tHotCmp)
+		}
+	}
+	return targets
+}
 
 // wrkResult is what the Lua script's done() prints, plus the server's CPU
 // time over the run.
@@ -169,6 +181,16 @@ func benchN(ctx context.Context, o options, n int, tmp, script string) (runResul
 	}
 	defer b.stop()
 	authURL := "http://" + b.addr + "/auth"
+	// -compare: a second broker on the same sessions, for hot-compare.
+	var cmp *brokerProc
+	if o.compareBin != "" {
+		oc := o
+		oc.brokerBin = o.compareBin
+		if cmp, err = startBroker(ctx, oc, tmp, dsn); err != nil {
+			return r, err
+		}
+		defer cmp.stop()
+	}
 	for round := range o.rounds {
 		fmt.Fprintf(os.Stderr, "N=%d: round %d/%d\n", n, round+1, o.rounds)
 		res := map[string]wrkResult{}
@@ -177,8 +199,35 @@ func benchN(ctx context.Context, o options, n int, tmp, script string) (runResul
 		if res[tBare], err = measure(ctx, o, script, "http://"+bare.Addr+"/", hot, "random", selfCPU); err != nil {
 			return r, err
 		}
-		if res[tHot], err = measure(ctx, o, script, authURL, hot, "random", b.cpu); err != nil {
-			return r, b.withLog(err)
+		hotRun := func() error {
+			w, err := measure(ctx, o, script, authURL, hot, "random", b.cpu)
+			if err != nil {
+				return b.withLog(err)
+			}
+			res[tHot] = w
+			return nil
+		}
+		cmpRun := func() error {
+			if cmp == nil {
+				return nil
+			}
+			w, err := measure(ctx, o, script, "http://"+cmp.addr+"/auth", hot, "random", cmp.cpu)
+			if err != nil {
+				return cmp.withLog(err)
+			}
+			res[tHotCmp] = w
+			return nil
+		}
+		// The two brokers take turns at going first.
+		first, second := hotRun, cmpRun
+		if round%2 == 1 {
+			first, second = cmpRun, hotRun
+		}
+		if err := first(); err != nil {
+			return r, err
+		}
+		if err := second(); err != nil {
+			return r, err
 		}
 		if res[tBareHdr], err = measure(ctx, o, script, "http://"+bareHdr.Addr+"/", hot, "random", selfCPU); err != nil {
 			return r, err
