@@ -13,30 +13,16 @@ import (
 	"time"
 
 	"github.com/brokerauth/broker/auth"
+	"github.com/brokerauth/broker/internal/testclock"
 	"github.com/brokerauth/broker/storage"
 	"github.com/brokerauth/broker/storage/sqlstore"
 	"github.com/brokerauth/broker/storage/storagetest"
 )
 
 // clock is a settable test clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+type clock = testclock.Clock
 
-func newClock() *clock { return &clock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+func newClock() *clock { return testclock.New(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)) }
 
 // countingStore counts the session lookups that reach the database.
 type countingStore struct {

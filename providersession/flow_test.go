@@ -18,6 +18,7 @@ import (
 
 	"github.com/brokerauth/broker/auth"
 	"github.com/brokerauth/broker/internal/seal"
+	"github.com/brokerauth/broker/internal/testclock"
 	"github.com/brokerauth/broker/storage"
 	"github.com/brokerauth/broker/storage/storagetest"
 )
@@ -65,14 +66,7 @@ func (f failingFlowStates) DeleteExpiredFlowStates(context.Context, time.Time, i
 var t0 = time.Date(2026, 3, 14, 15, 9, 26, 535897000, time.UTC)
 
 // clock is a settable clock for FlowOptions.Now.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *clock) Set(t time.Time)     { c.mu.Lock(); c.now = t; c.mu.Unlock() }
-func (c *clock) Add(d time.Duration) { c.Set(c.Now().Add(d)) }
+type clock = testclock.Clock
 
 func newKey(t *testing.T) []byte {
 	t.Helper()
@@ -100,7 +94,7 @@ type fixture struct {
 // a clock at t0. edit may change the options.
 func newFixture(t *testing.T, edit func(*FlowOptions)) fixture {
 	t.Helper()
-	fx := fixture{consumed: &memFlowStates{}, clock: &clock{now: t0}}
+	fx := fixture{consumed: &memFlowStates{}, clock: testclock.New(t0)}
 	o := FlowOptions{Keyring: newKeyring(t, newKey(t)), Consumed: fx.consumed, Now: fx.clock.Now}
 	if edit != nil {
 		edit(&o)
@@ -196,7 +190,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Errorf("Expires = %v; want %v", begun.Expires, want)
 	}
 
-	fx.clock.Add(4 * time.Minute)
+	fx.clock.Advance(4 * time.Minute)
 	got, del, err := fx.store.Take(t.Context(), callback(begun.State, c), "webauthn", "webauthn-register", begun.State)
 	if err != nil {
 		t.Fatalf("Take: %v", err)
@@ -346,7 +340,7 @@ func TestTakeRefuses(t *testing.T) {
 		{
 			name: "long expired",
 			take: func(t *testing.T, fx fixture, f Flow, c *http.Cookie) (*http.Cookie, error) {
-				fx.clock.Add(24 * time.Hour)
+				fx.clock.Advance(24 * time.Hour)
 				_, del, err := fx.store.Take(t.Context(), callback(f.State, c), "github", "login", f.State)
 				return del, err
 			},
@@ -576,7 +570,7 @@ func TestKeyRotation(t *testing.T) {
 	t.Parallel()
 	oldKey, newK := newKey(t), newKey(t)
 	consumed := &memFlowStates{}
-	clk := &clock{now: t0}
+	clk := testclock.New(t0)
 	before := NewFlowStore(FlowOptions{Keyring: newKeyring(t, oldKey), Consumed: consumed, Now: clk.Now})
 	after := NewFlowStore(FlowOptions{Keyring: newKeyring(t, newK, oldKey), Consumed: consumed, Now: clk.Now})
 	dropped := NewFlowStore(FlowOptions{Keyring: newKeyring(t, newK), Consumed: consumed, Now: clk.Now})
@@ -808,7 +802,7 @@ func TestWebAuthnBytes(t *testing.T) {
 func TestReplayAcrossReplicasSQLite(t *testing.T) {
 	t.Parallel()
 	db := storagetest.OpenSQLite(t)
-	clk := &clock{now: t0}
+	clk := testclock.New(t0)
 	kr := newKeyring(t, newKey(t))
 	a := NewFlowStore(FlowOptions{Keyring: kr, Consumed: db, Now: clk.Now, Secure: true})
 	b := NewFlowStore(FlowOptions{Keyring: kr, Consumed: db, Now: clk.Now, Secure: true})

@@ -15,6 +15,7 @@ import (
 
 	"github.com/brokerauth/broker/auth"
 	"github.com/brokerauth/broker/internal/seal"
+	"github.com/brokerauth/broker/internal/testclock"
 	"github.com/brokerauth/broker/providersession"
 	"github.com/brokerauth/broker/storage"
 	"github.com/brokerauth/broker/storage/storagetest"
@@ -24,22 +25,7 @@ import (
 
 const origin = "https://login.example.com"
 
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
+type clock = testclock.Clock
 
 type env struct {
 	t     *testing.T
@@ -83,7 +69,7 @@ func newEnv(t *testing.T, uv string) *env {
 // wrap(store) when wrap is not nil.
 func newEnvWith(t *testing.T, uv string, wrap func(storage.Store) storage.Store) *env {
 	t.Helper()
-	e := &env{t: t, clock: &clock{now: time.Now().UTC()}, store: storagetest.OpenSQLite(t), published: &published{}}
+	e := &env{t: t, clock: testclock.New(time.Now().UTC()), store: storagetest.OpenSQLite(t), published: &published{}}
 	var err error
 	st := e.store
 	if wrap != nil {

@@ -171,28 +171,28 @@ func (d *deadline) due(now time.Time) bool {
 	return true
 }
 
-func (c *conn) SetReadDeadline(t time.Time) error {
-	if c.l.setHook != nil {
-		c.l.setHook(true, t)
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if apply, to := c.rd.set(t, c.l.now.Load()); apply {
-		return c.Conn.SetReadDeadline(to)
-	}
-	return nil
-}
+func (c *conn) SetReadDeadline(t time.Time) error  { return c.setDeadline(true, t) }
+func (c *conn) SetWriteDeadline(t time.Time) error { return c.setDeadline(false, t) }
 
-func (c *conn) SetWriteDeadline(t time.Time) error {
+func (c *conn) setDeadline(read bool, t time.Time) error {
 	if c.l.setHook != nil {
-		c.l.setHook(false, t)
+		c.l.setHook(read, t)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if apply, to := c.wd.set(t, c.l.now.Load()); apply {
+	d := &c.wd
+	if read {
+		d = &c.rd
+	}
+	apply, to := d.set(t, c.l.now.Load())
+	switch {
+	case !apply:
+		return nil
+	case read:
+		return c.Conn.SetReadDeadline(to)
+	default:
 		return c.Conn.SetWriteDeadline(to)
 	}
-	return nil
 }
 
 func (c *conn) SetDeadline(t time.Time) error {

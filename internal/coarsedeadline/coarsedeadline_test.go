@@ -11,35 +11,19 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/brokerauth/broker/internal/testclock"
 )
-
-// fakeClock is a clock the test moves by hand.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // pair returns a listener swept by hand on clock, the server side of one
 // accepted connection, and its client side.
-func pair(t *testing.T, clock *fakeClock) (*Listener, net.Conn, net.Conn) {
+func pair(t *testing.T, clock *testclock.Clock) (*Listener, net.Conn, net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := newListener(ln, clock.now)
+	l := newListener(ln, clock.Now)
 	t.Cleanup(func() { l.Close() })
 	client, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
@@ -83,14 +67,14 @@ func result(t *testing.T, done <-chan error) error {
 }
 
 func TestReadDeadlineFiresAtSweep(t *testing.T) {
-	clock := &fakeClock{t: time.Now()}
+	clock := testclock.New(time.Now())
 	l, server, client := pair(t, clock)
 
-	if err := server.SetReadDeadline(clock.now().Add(10 * time.Second)); err != nil {
+	if err := server.SetReadDeadline(clock.Now().Add(10 * time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	done := readResult(server)
-	clock.add(9 * time.Second)
+	clock.Advance(9 * time.Second)
 	l.sweep() // not yet due
 	client.Write([]byte("a"))
 	if err := result(t, done); err != nil {
@@ -98,7 +82,7 @@ func TestReadDeadlineFiresAtSweep(t *testing.T) {
 	}
 
 	done = readResult(server)
-	clock.add(2 * time.Second)
+	clock.Advance(2 * time.Second)
 	l.sweep()
 	if err := result(t, done); !isTimeout(err) {
 		t.Fatalf("blocked read after the deadline's sweep: %v, want a timeout", err)
@@ -107,7 +91,7 @@ func TestReadDeadlineFiresAtSweep(t *testing.T) {
 	if _, err := server.Read(make([]byte, 1)); !isTimeout(err) {
 		t.Fatalf("read after expiry: %v, want a timeout", err)
 	}
-	if err := server.SetReadDeadline(clock.now().Add(10 * time.Second)); err != nil {
+	if err := server.SetReadDeadline(clock.Now().Add(10 * time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	client.Write([]byte("b"))
@@ -117,12 +101,12 @@ func TestReadDeadlineFiresAtSweep(t *testing.T) {
 }
 
 func TestClearedDeadlineDoesNotFire(t *testing.T) {
-	clock := &fakeClock{t: time.Now()}
+	clock := testclock.New(time.Now())
 	l, server, client := pair(t, clock)
-	server.SetReadDeadline(clock.now().Add(time.Second))
+	server.SetReadDeadline(clock.Now().Add(time.Second))
 	server.SetReadDeadline(time.Time{})
 	done := readResult(server)
-	clock.add(time.Hour)
+	clock.Advance(time.Hour)
 	l.sweep()
 	client.Write([]byte("a"))
 	if err := result(t, done); err != nil {
@@ -133,7 +117,7 @@ func TestClearedDeadlineDoesNotFire(t *testing.T) {
 // net/http interrupts its background read with a deadline in the past and
 // waits for the read to return: that must apply at once, with no sweep.
 func TestPastDeadlineAppliesAtOnce(t *testing.T) {
-	clock := &fakeClock{t: time.Now()}
+	clock := testclock.New(time.Now())
 	_, server, client := pair(t, clock)
 	done := readResult(server)
 	server.SetReadDeadline(time.Unix(1, 0))
@@ -148,13 +132,13 @@ func TestPastDeadlineAppliesAtOnce(t *testing.T) {
 }
 
 func TestWriteDeadline(t *testing.T) {
-	clock := &fakeClock{t: time.Now()}
+	clock := testclock.New(time.Now())
 	l, server, _ := pair(t, clock)
-	server.SetWriteDeadline(clock.now().Add(time.Minute))
+	server.SetWriteDeadline(clock.Now().Add(time.Minute))
 	if _, err := server.Write([]byte("a")); err != nil {
 		t.Fatalf("write before the deadline: %v", err)
 	}
-	clock.add(time.Minute + time.Second)
+	clock.Advance(time.Minute + time.Second)
 	l.sweep()
 	if _, err := server.Write([]byte("b")); !isTimeout(err) {
 		t.Fatalf("write after the deadline's sweep: %v, want a timeout", err)
@@ -170,7 +154,7 @@ func TestWriteDeadline(t *testing.T) {
 }
 
 func TestSweepStopsWhenClosedAndDrained(t *testing.T) {
-	clock := &fakeClock{t: time.Now()}
+	clock := testclock.New(time.Now())
 	l, server, _ := pair(t, clock)
 	if !l.sweep() {
 		t.Fatal("sweep would stop with the listener open")
@@ -240,13 +224,13 @@ func (d *deadlineLog) waitRead(t *testing.T, from *int, min time.Duration) time.
 
 // httpServer serves h on a listener swept by hand, with the broker's
 // timeouts, and returns a log of the read deadlines set.
-func httpServer(t *testing.T, clock *fakeClock, h http.Handler) (*Listener, string, *deadlineLog) {
+func httpServer(t *testing.T, clock *testclock.Clock, h http.Handler) (*Listener, string, *deadlineLog) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := newListener(ln, clock.now)
+	l := newListener(ln, clock.Now)
 	log := &deadlineLog{signal: make(chan struct{}, 1)}
 	l.setHook = log.set
 	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second,
@@ -274,10 +258,8 @@ func (l *Listener) expiredReads() int {
 
 // sweepAt sweeps as if the clock read at, then puts the listener's idea of
 // now back on the real clock, which net/http's deadlines are taken from.
-func sweepAt(l *Listener, clock *fakeClock, at time.Time) {
-	clock.mu.Lock()
-	clock.t = at
-	clock.mu.Unlock()
+func sweepAt(l *Listener, clock *testclock.Clock, at time.Time) {
+	clock.Set(at)
 	l.sweep()
 	l.now.Store(time.Now().UnixNano())
 }
@@ -286,7 +268,7 @@ func sweepAt(l *Listener, clock *fakeClock, at time.Time) {
 // timeout has passed, and one that sits idle once the idle timeout has;
 // neither before.
 func TestHTTPServerTimeouts(t *testing.T) {
-	clock := &fakeClock{t: time.Now()}
+	clock := testclock.New(time.Now())
 	l, addr, log := httpServer(t, clock, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	from := 0
 
@@ -346,7 +328,7 @@ func get(t *testing.T, c net.Conn, br *bufio.Reader) {
 // the read deadline for its background read while the handler runs, and a
 // deadline that fired then would cancel the request's context.
 func TestLongHandlerKeepsItsRequest(t *testing.T) {
-	clock := &fakeClock{t: time.Now()}
+	clock := testclock.New(time.Now())
 	entered, release := make(chan struct{}), make(chan struct{})
 	ctxErr := make(chan error, 1)
 	l, addr, _ := httpServer(t, clock, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -28,6 +28,7 @@ import (
 	"github.com/brokerauth/broker/internal/rules"
 	"github.com/brokerauth/broker/internal/seal"
 	"github.com/brokerauth/broker/internal/server"
+	"github.com/brokerauth/broker/internal/testclock"
 	"github.com/brokerauth/broker/providers"
 	"github.com/brokerauth/broker/providers/github"
 	"github.com/brokerauth/broker/providers/oidc"
@@ -54,24 +55,9 @@ var sharedKeys = sync.OnceValue(func() *providertest.Keys {
 
 // clock is a test clock shared by the broker (auth, flows, server,
 // providers) and the OIDC fakes. It stands still until advanced.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
+type clock = testclock.Clock
 
-func newClock() *clock { return &clock{now: time.Now().UTC()} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
+func newClock() *clock { return testclock.New(time.Now().UTC()) }
 
 // providerRules are the broker-side settings around a provider.
 type providerRules struct {
