@@ -213,16 +213,12 @@ func (a *Auth) UpdateKeyPassword(ctx context.Context, providerID, providerUserID
 
 // DeleteKey deletes a key. It succeeds whatever the key id.
 func (a *Auth) DeleteKey(ctx context.Context, providerID, providerUserID string) error {
-	id := KeyID(providerID, providerUserID)
-	// Whose key it is, for the invalidation.
-	k, err := a.store.GetKey(ctx, id)
+	// The deleted key says whose sessions to invalidate.
+	k, err := a.store.DeleteKey(ctx, KeyID(providerID, providerUserID))
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("delete key: %w", err)
-	}
-	if err := a.store.DeleteKey(ctx, id); err != nil {
 		return fmt.Errorf("delete key: %w", err)
 	}
 	if err := a.KeysChanged(ctx, k.UserID); err != nil {

@@ -211,8 +211,10 @@ type Keys interface {
 	// token) and store the result. ID, UserID, Provider and ProviderUserID
 	// cannot change.
 	UpdateKey(ctx context.Context, id string, update func(*Key) error) (Key, error)
-	// DeleteKey deletes the key; a key that does not exist is no error.
-	DeleteKey(ctx context.Context, id string) error
+	// DeleteKey deletes the key and returns it as it was, in one statement
+	// (so the caller learns whose key it deleted, not whose it was a moment
+	// before), or ErrNotFound when there was none.
+	DeleteKey(ctx context.Context, id string) (Key, error)
 	// ListKeysWithTokens returns up to limit keys that hold OAuth tokens,
 	// ordered by id and starting after id after ("" for the first page), so a
 	// key rotation can re-encrypt them in batches.

@@ -95,7 +95,7 @@ func (rp *RelyingParty) Remove(ctx context.Context, sess *auth.Session, id strin
 		}
 		return fmt.Errorf("webauthn: remove passkey: %w", err)
 	}
-	if err := rp.store.DeleteKey(ctx, KeyID(credID)); err != nil {
+	if _, err := rp.store.DeleteKey(ctx, KeyID(credID)); err != nil && !errors.Is(err, storage.ErrNotFound) {
 		return fmt.Errorf("webauthn: remove passkey: delete key: %w", err)
 	}
 	if err := rp.auth.KeysChanged(ctx, sess.UserID); err != nil {

@@ -517,11 +517,15 @@ func (s *Server) setPasswordKey(ctx context.Context, userID, email, password str
 			k, gerr := s.store.GetKey(ctx, id)
 			if gerr == nil && k.UserID != userID {
 				s.log.Info("password key taken over by the owner of the address", "key_user_id", k.UserID, "user_id", userID)
-				if err := s.store.DeleteKey(ctx, id); err != nil {
+				gone, err := s.store.DeleteKey(ctx, id)
+				switch {
+				case errors.Is(err, storage.ErrNotFound):
+				case err != nil:
 					return fmt.Errorf("set password: %w", err)
-				}
-				if err := s.auth.KeysChanged(ctx, k.UserID); err != nil {
-					return fmt.Errorf("set password: %w", err)
+				default:
+					if err := s.auth.KeysChanged(ctx, gone.UserID); err != nil {
+						return fmt.Errorf("set password: %w", err)
+					}
 				}
 			}
 		case !errors.Is(err, storage.ErrNotFound):

@@ -119,12 +119,14 @@ func (s *Store) UpdateKey(ctx context.Context, id string, update func(*storage.K
 	return out, err
 }
 
-// DeleteKey deletes the key; a key that does not exist is no error.
-func (s *Store) DeleteKey(ctx context.Context, id string) error {
-	if _, err := s.db.ExecContext(ctx, s.q(`DELETE FROM keys WHERE id = ?`), id); err != nil {
-		return dbErr("delete key", err)
+// DeleteKey deletes the key and returns it as it was (DELETE ... RETURNING),
+// or storage.ErrNotFound.
+func (s *Store) DeleteKey(ctx context.Context, id string) (storage.Key, error) {
+	var r keyRow
+	if err := s.db.GetContext(ctx, &r, s.q(`DELETE FROM keys WHERE id = ? RETURNING `+keyColumns), id); err != nil {
+		return storage.Key{}, dbErr("delete key", err)
 	}
-	return nil
+	return r.key(), nil
 }
 
 // ListKeysWithTokens returns up to limit keys that hold an access, refresh

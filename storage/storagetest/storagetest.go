@@ -708,10 +708,15 @@ func testKeys(t *testing.T, s storage.Store) {
 		t.Errorf("key owner = %s; want u1", got.UserID)
 	}
 
-	noErr(t, "DeleteKey", s.DeleteKey(ctx, pw.ID))
+	gone, err := s.DeleteKey(ctx, pw.ID)
+	noErr(t, "DeleteKey", err)
+	if gone.ID != pw.ID || gone.UserID != "u1" || gone.Provider != pw.Provider || gone.HashedPassword == nil {
+		t.Errorf("DeleteKey returned %+v; want the deleted key of u1", gone)
+	}
 	_, err = s.GetKey(ctx, pw.ID)
 	wantNotFound(t, "GetKey after DeleteKey", err)
-	noErr(t, "DeleteKey(unknown)", s.DeleteKey(ctx, pw.ID))
+	_, err = s.DeleteKey(ctx, pw.ID)
+	wantNotFound(t, "DeleteKey(unknown)", err)
 	_, err = s.GetKey(ctx, "github:unknown")
 	wantNotFound(t, "GetKey(unknown)", err)
 }
