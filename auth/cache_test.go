@@ -64,12 +64,18 @@ type bus struct {
 	mu        sync.Mutex
 	receivers []*auth.Auth
 	published []auth.Invalidation
+	// fail, when set, is what Publish returns after recording the event,
+	// delivering nothing (the database went away).
+	fail error
 }
 
 func (b *bus) Publish(_ context.Context, ev auth.Invalidation) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.published = append(b.published, ev)
+	if b.fail != nil {
+		return b.fail
+	}
 	for _, a := range b.receivers {
 		// Through the wire form, as the PostgreSQL feed carries it.
 		got, ok := auth.ParseInvalidation(ev.String())
@@ -431,38 +437,63 @@ func TestCacheInvalidationLocal(t *testing.T) {
 			return e.a.KeysChanged(ctx, u.ID)
 		}, evicted("KeysChanged"), auth.Invalidation{UserID: "*"}},
 	}
+	// Each step runs twice: publishing works, and publishing fails. When it
+	// fails the write has been made and this process's cache has dropped
+	// what it changed all the same; the caller gets the publish error
+	// (other replicas did not hear of it).
+	errPublish := errors.New("publish: connection refused")
 	for _, step := range steps {
-		t.Run(step.name, func(t *testing.T) {
-			t.Parallel()
-			b := &bus{}
-			e := newCacheEnv(t, storagetest.OpenSQLite(t), nil, auth.Options{CacheTTL: 24 * time.Hour, Invalidations: b})
-			u, s := e.session(t, map[string]any{"role": "admin"})
-			if _, err := e.a.CreateKey(ctx, u.ID, "email", "pw-"+u.ID, ptr("old password")); err != nil {
-				t.Fatal(err)
+		for _, fail := range []bool{false, true} {
+			name := step.name
+			if fail {
+				name += "/publish fails"
 			}
-			b.mu.Lock()
-			b.published = nil // the key's creation
-			b.mu.Unlock()
-			e.wantValid(t, s.Token)
-			e.wantValid(t, s.Token)
-			e.wantLookups(t, 1, "before "+step.name)
-			if err := step.do(e, u, s); err != nil {
-				t.Fatalf("%s: %v", step.name, err)
-			}
-			step.check(t, e, s)
-			want := step.want
-			if want.SessionID == "*" {
-				want.SessionID = s.ID
-			}
-			if want.UserID == "*" {
-				want.UserID = u.ID
-			}
-			b.mu.Lock()
-			defer b.mu.Unlock()
-			if len(b.published) != 1 || b.published[0] != want {
-				t.Fatalf("published %+v; want [%+v]", b.published, want)
-			}
-		})
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				runInvalidationStep(t, step.do, step.check, step.want, fail, errPublish)
+			})
+		}
+	}
+}
+
+// runInvalidationStep makes a cached session, runs do (with publishing
+// failing if fail), then check, and checks that want was published once.
+func runInvalidationStep(t *testing.T, do func(e cacheEnv, u auth.User, s auth.Session) error,
+	check func(t *testing.T, e cacheEnv, s auth.Session), want auth.Invalidation, fail bool, errPublish error) {
+	ctx := context.Background()
+	b := &bus{}
+	e := newCacheEnv(t, storagetest.OpenSQLite(t), nil, auth.Options{CacheTTL: 24 * time.Hour, Invalidations: b})
+	u, s := e.session(t, map[string]any{"role": "admin"})
+	if _, err := e.a.CreateKey(ctx, u.ID, "email", "pw-"+u.ID, ptr("old password")); err != nil {
+		t.Fatal(err)
+	}
+	b.mu.Lock()
+	b.published = nil // the key's creation
+	if fail {
+		b.fail = errPublish
+	}
+	b.mu.Unlock()
+	e.wantValid(t, s.Token)
+	e.wantValid(t, s.Token)
+	e.wantLookups(t, 1, "before")
+	err := do(e, u, s)
+	switch {
+	case fail && !errors.Is(err, errPublish):
+		t.Fatalf("publish failing: got %v; want the publish error", err)
+	case !fail && err != nil:
+		t.Fatal(err)
+	}
+	check(t, e, s)
+	if want.SessionID == "*" {
+		want.SessionID = s.ID
+	}
+	if want.UserID == "*" {
+		want.UserID = u.ID
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.published) != 1 || b.published[0] != want {
+		t.Fatalf("published %+v; want [%+v]", b.published, want)
 	}
 }
 
