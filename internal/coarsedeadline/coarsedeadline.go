@@ -175,9 +175,16 @@ func (c *conn) SetReadDeadline(t time.Time) error  { return c.setDeadline(true, 
 func (c *conn) SetWriteDeadline(t time.Time) error { return c.setDeadline(false, t) }
 
 func (c *conn) setDeadline(read bool, t time.Time) error {
+	err := c.record(read, t)
 	if c.l.setHook != nil {
-		c.l.setHook(read, t)
+		c.l.setHook(read, t) // once the sweep can see it
 	}
+	return err
+}
+
+// record sets t as the read or write deadline and tells the real
+// connection when it must know.
+func (c *conn) record(read bool, t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	d := &c.wd

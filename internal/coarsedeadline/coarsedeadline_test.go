@@ -359,3 +359,25 @@ func TestLongHandlerKeepsItsRequest(t *testing.T) {
 		t.Fatalf("body %q", body)
 	}
 }
+
+// net/http half-closes a connection through CloseWrite before it closes it
+// (a request body too large): the wrapper passes it on.
+func TestCloseWrite(t *testing.T) {
+	_, server, client := pair(t, testclock.New(time.Now()))
+	cw, ok := server.(interface{ CloseWrite() error })
+	if !ok {
+		t.Fatalf("%T has no CloseWrite", server)
+	}
+	if err := cw.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	client.SetReadDeadline(time.Now().Add(10 * time.Second)) // a bound on failure
+	if _, err := client.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("client read after CloseWrite: %v, want EOF", err)
+	}
+	// Still open for reading.
+	client.Write([]byte("a"))
+	if err := result(t, readResult(server)); err != nil {
+		t.Fatalf("server read after CloseWrite: %v", err)
+	}
+}
