@@ -95,10 +95,8 @@ func (rp *RelyingParty) Remove(ctx context.Context, sess *auth.Session, id strin
 		}
 		return fmt.Errorf("webauthn: remove passkey: %w", err)
 	}
-	if _, err := rp.store.DeleteKey(ctx, KeyID(credID)); err != nil && !errors.Is(err, storage.ErrNotFound) {
-		return fmt.Errorf("webauthn: remove passkey: delete key: %w", err)
-	}
-	if err := rp.auth.KeysChanged(ctx, sess.UserID); err != nil {
+	// The key, and the invalidation of its user's cached sessions.
+	if err := rp.auth.DeleteKey(ctx, ProviderID, EncodeID(credID)); err != nil {
 		return fmt.Errorf("webauthn: remove passkey: %w", err)
 	}
 	return nil

@@ -517,15 +517,9 @@ func (s *Server) setPasswordKey(ctx context.Context, userID, email, password str
 			k, gerr := s.store.GetKey(ctx, id)
 			if gerr == nil && k.UserID != userID {
 				s.log.Info("password key taken over by the owner of the address", "key_user_id", k.UserID, "user_id", userID)
-				gone, err := s.store.DeleteKey(ctx, id)
-				switch {
-				case errors.Is(err, storage.ErrNotFound):
-				case err != nil:
+				// auth.DeleteKey invalidates whoever held the key when it went.
+				if err := s.auth.DeleteKey(ctx, "email", email); err != nil {
 					return fmt.Errorf("set password: %w", err)
-				default:
-					if err := s.auth.KeysChanged(ctx, gone.UserID); err != nil {
-						return fmt.Errorf("set password: %w", err)
-					}
 				}
 			}
 		case !errors.Is(err, storage.ErrNotFound):

@@ -61,6 +61,8 @@ type mailSetup struct {
 	Sender mail.Sender
 	// Log replaces the discarding test logger.
 	Log *slog.Logger
+	// CacheSize turns on the session cache (TTL one hour).
+	CacheSize int
 }
 
 // mailHarness is a broker with passwords and email links.
@@ -100,7 +102,8 @@ func newMailHarness(t testing.TB, ms mailSetup) *mailHarness {
 		hasher = auth.NewPasswordHasher(mlArgon2, 4)
 	}
 	origins := []string{appOrigin, allowedOrigin}
-	h.auth, err = auth.New(h.store, auth.Options{Now: h.clock.Now, Passwords: hasher, Origin: h.url, AllowedOrigins: origins})
+	h.auth, err = auth.New(h.store, auth.Options{Now: h.clock.Now, Passwords: hasher, Origin: h.url, AllowedOrigins: origins,
+		CacheSize: ms.CacheSize, CacheTTL: time.Hour})
 	if err != nil {
 		t.Fatalf("auth.New: %v", err)
 	}
@@ -754,12 +757,24 @@ func TestPasswordVerifiedEmailRule(t *testing.T) {
 	})
 	t.Run("the owner takes over a squatting password key", func(t *testing.T) {
 		t.Parallel()
-		h := newMailHarness(t, mailSetup{})
+		h := newMailHarness(t, mailSetup{CacheSize: 100})
 		owner := h.createUser("ann@example.com", true, nil)
 		// A password key on the address held by another user whose
 		// address was never verified (e.g. it signed up before the owner
 		// existed).
 		squatter := h.createUser("ann@example.com", false, h.hash("squatter's password"))
+		// The squatter's session is cached; losing the key invalidates it
+		// (claims may read the keys).
+		sq, err := h.auth.CreateSession(context.Background(), squatter, auth.SessionOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.auth.ValidateSession(context.Background(), sq.Token); err != nil {
+			t.Fatal(err)
+		}
+		if h.auth.CachedSessionView(sq.Token) == nil {
+			t.Fatal("the squatter's session is not cached")
+		}
 		// It signs into its own account, never the owner's.
 		r := h.browser().mlLogin("ann@example.com", "squatter's password", nil)
 		if r.StatusCode != http.StatusOK || mlUserOf(t, r) != squatter {
@@ -778,6 +793,9 @@ func TestPasswordVerifiedEmailRule(t *testing.T) {
 		}
 		if k := h.key("email:ann@example.com"); k.UserID != owner {
 			t.Errorf("key belongs to %s; want the owner", k.UserID)
+		}
+		if h.auth.CachedSessionView(sq.Token) != nil {
+			t.Errorf("the squatter's cached session outlived the loss of its key")
 		}
 		wantError(t, h.browser().mlLogin("ann@example.com", "squatter's password", nil), http.StatusBadRequest, "AUTH_INVALID_PASSWORD")
 		r = h.browser().mlLogin("ann@example.com", "the owner's own passphrase", nil)
