@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -166,5 +167,14 @@ func TestNginxAuthRequest(t *testing.T) {
 	resp, _ = get(t, nf, base+"/", "X-Auth-User-Id", userID)
 	if resp.StatusCode != 302 {
 		t.Fatalf("forged anonymous request = %d; want 302", resp.StatusCode)
+	}
+
+	// nginx keeps its connections to the broker alive (the example's
+	// upstream keepalive): the broker's fast lane answered the
+	// subrequests (see internal/fastlane).
+	_, metrics := get(t, c, b.URL+"/metrics")
+	m := regexp.MustCompile(`(?m)^broker_fastlane_requests_total (\d+)$`).FindStringSubmatch(metrics)
+	if m == nil || m[1] == "0" {
+		t.Errorf("broker_fastlane_requests_total: %v; want the lane to have answered nginx's subrequests", m)
 	}
 }

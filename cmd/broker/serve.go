@@ -9,10 +9,12 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/brokerauth/broker/internal/coarsedeadline"
 	"github.com/brokerauth/broker/internal/config"
+	"github.com/brokerauth/broker/internal/fastlane"
 	"github.com/brokerauth/broker/internal/gcfloor"
 	"github.com/brokerauth/broker/internal/server"
 )
@@ -71,6 +73,50 @@ func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 	}
 }
 
+// httpServer is what serve runs: an *http.Server, or the fast lane in
+// front of one.
+type httpServer interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+}
+
+// newFastLane puts the fast lane (see fastlane) in front of hs: it answers
+// keep-alive GET /auth itself, with hs's handler and timeouts, and hands
+// every connection that asks for anything else to hs.
+func newFastLane(hs *http.Server, log *slog.Logger) *fastlane.Server {
+	return &fastlane.Server{
+		Handler:           hs.Handler,
+		Match:             server.IsForwardAuth,
+		Fallback:          hs,
+		IdleTimeout:       hs.IdleTimeout,
+		ReadHeaderTimeout: hs.ReadHeaderTimeout,
+		WriteTimeout:      hs.WriteTimeout,
+		Log:               log,
+	}
+}
+
+// registerLaneMetrics exports the lane's counts: how many requests it
+// answered, and how many connections it handed to net/http (a proxy that
+// does not keep its connections to the broker alive, or sends other
+// requests on them, shows up there).
+func registerLaneMetrics(reg prometheus.Registerer, lane *fastlane.Server) error {
+	for _, c := range []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "broker_fastlane_requests_total",
+			Help: "GET /auth requests answered on the fast lane (server.fast_auth).",
+		}, func() float64 { return float64(lane.Stats().Answered) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "broker_fastlane_handoffs_total",
+			Help: "Connections the fast lane handed to net/http: they asked for something other than a keep-alive GET /auth.",
+		}, func() float64 { return float64(lane.Stats().HandedOff) }),
+	} {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // serve runs the broker until ctx ends, then drains in-flight requests for
 // up to server.shutdown_grace. ready, when not nil, receives the bound
 // address once the listener is up (tests use it).
@@ -91,7 +137,16 @@ func (c *cli) serve(ctx context.Context, cfg *config.Config, ready chan<- string
 	log.Info("broker listening: open "+cfg.Server.PublicURL+"/login to sign in", "addr", ln.Addr().String(),
 		"providers", cfg.ProvidersEnabled(), "passwords", cfg.PasswordEnabled(), "email_links", cfg.EmailEnabled(), "passkeys", cfg.WebAuthnEnabled())
 
-	servers := []*http.Server{newHTTPServer(ap.server.Handler(), log)}
+	mainHS := newHTTPServer(ap.server.Handler(), log)
+	servers := []httpServer{mainHS}
+	if cfg.Server.FastAuth {
+		lane := newFastLane(mainHS, log)
+		if err := registerLaneMetrics(ap.metrics.Registry, lane); err != nil {
+			ln.Close()
+			return err
+		}
+		servers[0] = lane
+	}
 	listeners := []net.Listener{listen(ln)}
 	if cfg.Server.MetricsListen != "" {
 		mln, err := net.Listen("tcp", cfg.Server.MetricsListen)
@@ -101,7 +156,7 @@ func (c *cli) serve(ctx context.Context, cfg *config.Config, ready chan<- string
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", ap.metrics.Handler())
-		servers = append(servers, newHTTPServer(mux, log))
+		servers = append(servers, httpServer(newHTTPServer(mux, log)))
 		listeners = append(listeners, listen(mln))
 		log.Info("metrics listening", "addr", mln.Addr().String())
 	}

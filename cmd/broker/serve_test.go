@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -27,17 +28,18 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// TestServeMetricsListen: with server.metrics_listen set, /metrics is
-// served there (with the pool gauges) and not on the main listener, even
-// to a loopback peer; serve returns nil once its context ends.
-func TestServeMetricsListen(t *testing.T) {
-	metricsAddr := freeAddr(t)
+// startServe runs serve on the CLI fixture's configuration with server
+// settings added (YAML lines under server:), and returns the main
+// listener's address and a function that stops serve and returns its
+// error.
+func startServe(t *testing.T, serverYAML string) (addr string, stop func() error) {
+	t.Helper()
 	f := newCLIFixture(t, cliConfig{skipSeeding: true})
 	yaml, err := os.ReadFile(f.cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	yaml = []byte(strings.Replace(string(yaml), "server:\n", "server:\n  listen: 127.0.0.1:0\n  metrics_listen: "+metricsAddr+"\n  shutdown_grace: 5s\n", 1))
+	yaml = []byte(strings.Replace(string(yaml), "server:\n", "server:\n  listen: 127.0.0.1:0\n  shutdown_grace: 5s\n"+serverYAML, 1))
 	if err := os.WriteFile(f.cfgPath, yaml, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -53,24 +55,51 @@ func TestServeMetricsListen(t *testing.T) {
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
 	go func() { done <- c.serve(ctx, cfg, ready) }()
-	var main string
 	select {
-	case main = <-ready:
+	case addr = <-ready:
 	case err := <-done:
 		t.Fatalf("serve: %v", err)
 	case <-time.After(30 * time.Second):
 		t.Fatal("serve did not start")
 	}
-	get := func(url string) (int, string) {
+	stopped := false
+	stop = func() error {
 		t.Helper()
-		resp, err := http.Get(url)
-		if err != nil {
-			t.Fatal(err)
+		if stopped {
+			return nil
 		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(30 * time.Second):
+			t.Fatal("serve did not stop")
+			return nil
+		}
 	}
+	t.Cleanup(func() { stop() })
+	return addr, stop
+}
+
+func httpGet(t *testing.T, client *http.Client, url string) (int, string) {
+	t.Helper()
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestServeMetricsListen: with server.metrics_listen set, /metrics is
+// served there (with the pool gauges) and not on the main listener, even
+// to a loopback peer; serve returns nil once its context ends.
+func TestServeMetricsListen(t *testing.T) {
+	metricsAddr := freeAddr(t)
+	main, stop := startServe(t, "  metrics_listen: "+metricsAddr+"\n")
+	get := func(url string) (int, string) { return httpGet(t, http.DefaultClient, url) }
 	if code, body := get("http://" + metricsAddr + "/metrics"); code != 200 ||
 		!strings.Contains(body, "go_goroutines") || !strings.Contains(body, `go_sql_open_connections{db_name="broker"}`) {
 		t.Fatalf("metrics listener: %d %.200s", code, body)
@@ -81,15 +110,58 @@ func TestServeMetricsListen(t *testing.T) {
 	if code, _ := get("http://" + main + "/healthz"); code != 200 {
 		t.Fatalf("/healthz = %d", code)
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("serve after cancel: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("serve did not stop")
+	if err := stop(); err != nil {
+		t.Fatalf("serve after cancel: %v", err)
 	}
+}
+
+// TestServeFastAuth: with server.fast_auth (the default) the fast lane
+// answers keep-alive GET /auth, and a connection that asks for anything
+// else is served by net/http; with it off, net/http serves everything. The
+// answers are the same either way.
+func TestServeFastAuth(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		t.Run(fmt.Sprintf("fast_auth=%v", on), func(t *testing.T) {
+			metricsAddr := freeAddr(t)
+			main, stop := startServe(t, fmt.Sprintf("  metrics_listen: %s\n  fast_auth: %v\n", metricsAddr, on))
+			// One keep-alive connection: /auth twice, then /healthz
+			// (handed off), then /auth again (now net/http's).
+			client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
+			defer client.CloseIdleConnections()
+			for _, path := range []string{"/auth", "/auth", "/healthz", "/auth"} {
+				code, body := httpGet(t, client, "http://"+main+path)
+				want := http.StatusUnauthorized
+				if path == "/healthz" {
+					want = http.StatusOK
+				}
+				if code != want || (path == "/auth" && !strings.Contains(body, "AUTH_INVALID_SESSION_ID")) {
+					t.Fatalf("GET %s = %d %q; want %d", path, code, body, want)
+				}
+			}
+			_, metrics := httpGet(t, http.DefaultClient, "http://"+metricsAddr+"/metrics")
+			if !on {
+				if strings.Contains(metrics, "broker_fastlane") {
+					t.Errorf("fast_auth off, but the lane's metrics are there")
+				}
+			} else if !strings.Contains(metrics, "broker_fastlane_requests_total 2\n") ||
+				!strings.Contains(metrics, "broker_fastlane_handoffs_total 1\n") {
+				t.Errorf("want 2 lane answers and 1 handoff; metrics:\n%s", grepLines(metrics, "broker_fastlane"))
+			}
+			if err := stop(); err != nil {
+				t.Fatalf("serve after cancel: %v", err)
+			}
+		})
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // TestHTTPServerTimeouts: every phase of a connection is bounded (slow

@@ -60,6 +60,10 @@ type Server struct {
 	ShutdownGrace time.Duration `mapstructure:"shutdown_grace"`
 	// MaxBodyBytes caps request bodies (413 REQUEST_TOO_LARGE beyond).
 	MaxBodyBytes int64 `mapstructure:"max_body_bytes"`
+	// FastAuth answers keep-alive GET /auth requests on the broker's own
+	// lean HTTP/1.1 connection loop, and everything else with net/http
+	// (see internal/fastlane). False: net/http answers everything.
+	FastAuth bool `mapstructure:"fast_auth"`
 }
 
 // Database configures storage.
@@ -261,6 +265,7 @@ func Defaults() *Config {
 			ProviderTimeout: 10 * time.Second,
 			ShutdownGrace:   20 * time.Second,
 			MaxBodyBytes:    65536,
+			FastAuth:        true,
 		},
 		Secrets: Secrets{CookieKeys: []string{}, TokenKeys: []string{}},
 		Session: Session{

@@ -114,6 +114,7 @@ func TestDefaults(t *testing.T) {
 		{"server.provider_timeout", c.Server.ProviderTimeout, 10 * time.Second},
 		{"server.shutdown_grace", c.Server.ShutdownGrace, 20 * time.Second},
 		{"server.max_body_bytes", c.Server.MaxBodyBytes, int64(65536)},
+		{"server.fast_auth", c.Server.FastAuth, true},
 		{"database.url", c.Database.URL, ""},
 		{"database.auto_migrate", c.Database.AutoMigrate, false},
 		{"session.cookie_name", c.Session.CookieName, "auth_session"},
@@ -205,6 +206,7 @@ server:
   provider_timeout: 5s
   shutdown_grace: 30s
   max_body_bytes: 1024
+  fast_auth: false
 database:
   url: postgres://broker@db:5432/broker?sslmode=disable
   auto_migrate: true

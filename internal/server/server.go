@@ -232,12 +232,19 @@ type rootHandler struct {
 }
 
 func (h *rootHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method == http.MethodGet && r.URL.Path == "/auth" && r.ContentLength == 0 &&
-		(r.Body == nil || r.Body == http.NoBody) {
+	if IsForwardAuth(r) {
 		h.s.serveForwardAuth(w, r)
 		return
 	}
 	h.next.ServeHTTP(w, r)
+}
+
+// IsForwardAuth reports whether r is what a reverse proxy sends to ask
+// about a request of its own: a bodiless GET /auth. The broker answers
+// these first (see internal/fastlane).
+func IsForwardAuth(r *http.Request) bool {
+	return r.Method == http.MethodGet && r.URL.Path == "/auth" && r.ContentLength == 0 &&
+		(r.Body == nil || r.Body == http.NoBody)
 }
 
 // dispatch routes through the mux, answering what the mux itself would
