@@ -52,6 +52,8 @@ func TestReportCompare(t *testing.T) {
 		"| 1000 | hot-compare | 880 |",
 		"| 1000 | 1.10 | 0.88 | 15.0 | 12.0 | 1.10 1.05 1.20 |",
 		"| 1000 | 3 | hot-compare | 960 |",
+		"| bare-headers / bare req/s | hot / bare-headers req/s | hot / bare-lane req/s |",
+		"| 1000 | bare-lane | 1000 |",
 	} {
 		if !strings.Contains(report, want) {
 			t.Errorf("report lacks %q:\n%s", want, report)

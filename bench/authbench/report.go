@@ -185,9 +185,9 @@ func formatRun(r runResult) string {
 		}
 		fmt.Fprintf(&b, "%-12s %10.0f %10s %10s %12.1f%s\n", t, r.med(t, rps), ms(r.med(t, p50)), ms(r.med(t, p99)), r.med(t, cpu), note)
 	}
-	fmt.Fprintf(&b, "hot/bare %.2f  uniform/db-floor %.2f  cold/db-floor %.2f  hot p99/bare p99 %.2f  (hot/bare-headers %.2f, bare-headers/bare %.2f)\n",
+	fmt.Fprintf(&b, "hot/bare %.2f  uniform/db-floor %.2f  cold/db-floor %.2f  hot p99/bare p99 %.2f  (hot/bare-headers %.2f, bare-headers/bare %.2f, hot/bare-lane %.2f)\n",
 		r.medRatio(tHot, tBare, rps), r.medRatio(tUniform, tDBFloor, rps), r.medRatio(tCold, tDBFloor, rps), r.medRatio(tHot, tBare, p99),
-		r.medRatio(tHot, tBareHdr, rps), r.medRatio(tBareHdr, tBare, rps))
+		r.medRatio(tHot, tBareHdr, rps), r.medRatio(tBareHdr, tBare, rps), r.medRatio(tHot, tBareLn, rps))
 	if len(r.targets()) > len(targets) {
 		fmt.Fprintf(&b, "hot-compare/hot %.2f (CPU µs/req %.1f against %.1f)\n", r.medRatio(tHotCmp, tHot, rps), r.med(tHotCmp, cpu), r.med(tHot, cpu))
 	}
@@ -217,7 +217,7 @@ func formatReport(o options, m machine, rs []runResult, loadStart, loadEnd strin
 	fmt.Fprintf(&b, "- Machine: %d × %s, %d MB RAM, %s; wrk, PostgreSQL, the broker and the reference servers share it. Load average at start %s, at end %s\n",
 		m.CPUs, m.CPU, m.MemMB, m.Kernel, loadStart, loadEnd)
 	fmt.Fprintf(&b, "- Go %s, wrk %s, %s\n", m.GoVersion, m.Wrk, m.Postgres)
-	fmt.Fprintf(&b, "- wrk: %d connections, %d threads, a random session cookie per request; per N, %d interleaved rounds of every target (in the order bare, hot, bare-headers, db-floor, uniform, cold: each floor next to what is compared with it), each a %v warm-up and a %v measured run. Figures are medians over the rounds; ratios are taken within each round, then the median\n",
+	fmt.Fprintf(&b, "- wrk: %d connections, %d threads, a random session cookie per request; per N, %d interleaved rounds of every target (in the order bare, hot, bare-headers, bare-lane, db-floor, uniform, cold: each floor next to what is compared with it), each a %v warm-up and a %v measured run. Figures are medians over the rounds; ratios are taken within each round, then the median\n",
 		o.connections, o.threads, o.rounds, o.warmup, o.duration)
 	claims := "one claim (`role: user.attributes.role`, sent as `X-Auth-Claim-Role`)"
 	if !o.claims {
@@ -238,7 +238,7 @@ func formatReport(o options, m machine, rs []runResult, loadStart, loadEnd strin
 	if o.note != "" {
 		fmt.Fprintf(&b, "- Note: %s\n", o.note)
 	}
-	b.WriteString("\nTargets: `bare` = net/http handler answering 200 (HTTP floor); `bare-headers` = the same setting the headers /auth answers a hot session with (user id, email, one claim, Cache-Control) (a reference, not a target: what the headers cost net/http and wrk); `db-floor` = handler doing one primary-key SELECT on sessions, sessions uniform over N (database floor); `hot` = /auth over a working set of the first 10,000 sessions; `uniform` = /auth, sessions uniform over all N; `cold` = /auth where every request carries a session the broker has not seen (a fresh broker each round). CPU µs/req is the server process's CPU time per request (the reference servers run in the harness process).\n\n")
+	b.WriteString("\nTargets: `bare` = net/http handler answering 200 (HTTP floor); `bare-headers` = the same setting the headers /auth answers a hot session with (user id, email, one claim, Cache-Control) (a reference, not a target: what the headers cost net/http and wrk); `bare-lane` = the same handler on the broker's fast lane (internal/fastlane), which answers keep-alive GET /auth in the broker (a reference: the floor of the broker's own HTTP loop, so hot / bare-lane is what the broker's work costs on it); `db-floor` = handler doing one primary-key SELECT on sessions, sessions uniform over N (database floor); `hot` = /auth over a working set of the first 10,000 sessions; `uniform` = /auth, sessions uniform over all N; `cold` = /auth where every request carries a session the broker has not seen (a fresh broker each round). CPU µs/req is the server process's CPU time per request (the reference servers run in the harness process).\n\n")
 	b.WriteString("| N | target | req/s | p50 | p99 | CPU µs/req |\n|---:|---|---:|---:|---:|---:|\n")
 	for _, r := range rs {
 		for _, t := range r.targets() {
@@ -249,7 +249,7 @@ func formatReport(o options, m machine, rs []runResult, loadStart, loadEnd strin
 			fmt.Fprintf(&b, "| %d | %s | %.0f | %s | %s | %.1f |\n", r.N, name, r.med(t, rps), ms(r.med(t, p50)), ms(r.med(t, p99)), r.med(t, cpu))
 		}
 	}
-	b.WriteString("\n| N | hot / bare req/s (≥ 0.8) | uniform / db-floor req/s (≥ 0.8) | cold / db-floor req/s (≥ 0.8) | hot p99 / bare p99 (≤ 1.5) | cold p99 / db-floor p99 | CPU/req hot − bare | broker peak RSS (< 150 MB at 1M) | bare-headers / bare req/s | hot / bare-headers req/s |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("\n| N | hot / bare req/s (≥ 0.8) | uniform / db-floor req/s (≥ 0.8) | cold / db-floor req/s (≥ 0.8) | hot p99 / bare p99 (≤ 1.5) | cold p99 / db-floor p99 | CPU/req hot − bare | broker peak RSS (< 150 MB at 1M) | bare-headers / bare req/s | hot / bare-headers req/s | hot / bare-lane req/s |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rs {
 		hb := r.medRatio(tHot, tBare, rps)
 		ud := r.medRatio(tUniform, tDBFloor, rps)
@@ -262,9 +262,9 @@ func formatReport(o options, m machine, rs []runResult, loadStart, loadEnd strin
 		if r.wrapped(tCold) {
 			coldV = "n/a: N < requests"
 		}
-		fmt.Fprintf(&b, "| %d | %.2f (%s) | %.2f (%s) | %.2f (%s) | %.2f (%s) | %.2f | %+.1f µs | %.1f MB (%s) | %.2f | %.2f |\n", r.N,
+		fmt.Fprintf(&b, "| %d | %.2f (%s) | %.2f (%s) | %.2f (%s) | %.2f (%s) | %.2f | %+.1f µs | %.1f MB (%s) | %.2f | %.2f | %.2f |\n", r.N,
 			hb, verdict(hb >= 0.8), ud, verdict(ud >= 0.8), cd, coldV, pp, verdict(pp <= 1.5), cp, extra,
-			rss, verdict(rss < 150), r.medRatio(tBareHdr, tBare, rps), r.medRatio(tHot, tBareHdr, rps))
+			rss, verdict(rss < 150), r.medRatio(tBareHdr, tBare, rps), r.medRatio(tHot, tBareHdr, rps), r.medRatio(tHot, tBareLn, rps))
 	}
 	if o.compareBin != "" {
 		b.WriteString("\n| N | hot-compare / hot req/s | hot-compare / bare req/s | CPU µs/req hot | CPU µs/req hot-compare | hot-compare / hot per round |\n|---:|---:|---:|---:|---:|---|\n")

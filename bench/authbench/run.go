@@ -26,6 +26,8 @@ import (
 	"github.com/lib/pq"
 
 	"github.com/brokerauth/broker/auth"
+	"github.com/brokerauth/broker/internal/fastlane"
+	"github.com/brokerauth/broker/internal/server"
 	"github.com/brokerauth/broker/storage/sqlstore"
 )
 
@@ -33,6 +35,7 @@ import (
 const (
 	tBare    = "bare"
 	tBareHdr = "bare-headers"
+	tBareLn  = "bare-lane"
 	tDBFloor = "db-floor"
 	tHot     = "hot"
 	tUniform = "uniform"
@@ -40,7 +43,7 @@ const (
 	tHotCmp  = "hot-compare"
 )
 
-var targets = []string{tBare, tBareHdr, tDBFloor, tHot, tUniform, tCold}
+var targets = []string{tBare, tBareHdr, tBareLn, tDBFloor, tHot, tUniform, tCold}
 
 // targets is the targets measured in r: hot-compare too with -compare.
 func (r runResult) targets() []string {
@@ -156,6 +159,11 @@ func benchN(ctx context.Context, o options, n int, tmp, script string) (runResul
 		return r, err
 	}
 	defer bareHdr.Close()
+	bareLane, err := serveLane(http.HandlerFunc(bareHeaders))
+	if err != nil {
+		return r, err
+	}
+	defer bareLane.Close()
 	db, err := sql.Open("postgres", dsn)
 	if err != nil {
 		return r, err
@@ -230,6 +238,9 @@ func benchN(ctx context.Context, o options, n int, tmp, script string) (runResul
 			return r, err
 		}
 		if res[tBareHdr], err = measure(ctx, o, script, "http://"+bareHdr.Addr+"/", hot, "random", selfCPU); err != nil {
+			return r, err
+		}
+		if res[tBareLn], err = measure(ctx, o, script, "http://"+bareLane.Addr+"/auth", hot, "random", selfCPU); err != nil {
 			return r, err
 		}
 		if res[tDBFloor], err = measure(ctx, o, script, "http://"+floor.Addr+"/", all, "random", selfCPU); err != nil {
@@ -450,10 +461,27 @@ func withSearchPath(dsn, schema string) (string, error) {
 
 type httpServer struct {
 	Addr string
-	srv  *http.Server
+	srv  interface{ Shutdown(context.Context) error }
 }
 
-func (s *httpServer) Close() { s.srv.Close() }
+func (s *httpServer) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s.srv.Shutdown(ctx)
+}
+
+// serveLane serves h on the broker's fast lane (internal/fastlane), as the
+// broker serves GET /auth: the floor of the broker's own HTTP loop.
+func serveLane(h http.Handler) (*httpServer, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	lane := &fastlane.Server{Handler: h, Match: server.IsForwardAuth, Fallback: hs, ReadHeaderTimeout: hs.ReadHeaderTimeout}
+	go lane.Serve(ln)
+	return &httpServer{Addr: ln.Addr().String(), srv: lane}, nil
+}
 
 func serveHTTP(h http.Handler) (*httpServer, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
