@@ -623,11 +623,8 @@ func (w *response) WriteHeader(code int) {
 
 // Write appends p to the body.
 func (w *response) Write(p []byte) (int, error) {
-	if !w.wrote {
-		w.WriteHeader(http.StatusOK)
-	}
-	if !bodyAllowed(w.status) {
-		return 0, http.ErrBodyNotAllowed
+	if err := w.startBody(); err != nil {
+		return 0, err
 	}
 	w.body = append(w.body, p...)
 	return len(p), nil
@@ -635,14 +632,23 @@ func (w *response) Write(p []byte) (int, error) {
 
 // WriteString appends s to the body.
 func (w *response) WriteString(s string) (int, error) {
+	if err := w.startBody(); err != nil {
+		return 0, err
+	}
+	w.body = append(w.body, s...)
+	return len(s), nil
+}
+
+// startBody sends the status (200 when the handler sent none) before the
+// first write, and says whether the status allows a body.
+func (w *response) startBody() error {
 	if !w.wrote {
 		w.WriteHeader(http.StatusOK)
 	}
 	if !bodyAllowed(w.status) {
-		return 0, http.ErrBodyNotAllowed
+		return http.ErrBodyNotAllowed
 	}
-	w.body = append(w.body, s...)
-	return len(s), nil
+	return nil
 }
 
 func bodyAllowed(status int) bool {
