@@ -50,6 +50,13 @@ func (c *cacheStore) GetSessionAndUser(ctx context.Context, id string) (storage.
 	return s, u, err
 }
 
+func (c *cacheStore) DeleteKey(ctx context.Context, id string) (storage.Key, error) {
+	if c.down.Load() {
+		return storage.Key{}, errDown
+	}
+	return c.Store.DeleteKey(ctx, id)
+}
+
 func (c *cacheStore) TouchSession(ctx context.Context, id string, a, i, l time.Time) error {
 	c.touches.Add(1)
 	if c.down.Load() {
@@ -453,6 +460,39 @@ func TestCacheInvalidationLocal(t *testing.T) {
 				runInvalidationStep(t, step.do, step.check, step.want, fail, errPublish)
 			})
 		}
+	}
+}
+
+// TestDeleteKeyDatabaseDown: when the database cannot delete the key,
+// DeleteKey says so, publishes nothing and drops nothing (nothing
+// changed), and the key is still there once the database is back.
+func TestDeleteKeyDatabaseDown(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := &bus{}
+	e := newCacheEnv(t, storagetest.OpenSQLite(t), nil, auth.Options{CacheTTL: 24 * time.Hour, Invalidations: b})
+	u, s := e.session(t, nil)
+	if _, err := e.a.CreateKey(ctx, u.ID, "github", "gh-"+u.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	b.mu.Lock()
+	b.published = nil
+	b.mu.Unlock()
+	e.wantValid(t, s.Token)
+	e.cs.down.Store(true)
+	if err := e.a.DeleteKey(ctx, "github", "gh-"+u.ID); !errors.Is(err, errDown) {
+		t.Fatalf("DeleteKey with the database down: %v; want its error", err)
+	}
+	e.cs.down.Store(false)
+	b.mu.Lock()
+	if len(b.published) != 0 {
+		t.Errorf("published %+v for a delete that did not happen", b.published)
+	}
+	b.mu.Unlock()
+	e.wantValid(t, s.Token)
+	e.wantLookups(t, 1, "after the failed delete (still cached)")
+	if _, err := e.a.GetKey(ctx, "github", "gh-"+u.ID); err != nil {
+		t.Errorf("the key after the failed delete: %v; want it there", err)
 	}
 }
 
