@@ -29,7 +29,7 @@
 //     dropped, CR and LF in values turned into spaces, then Date and
 //     Content-Length (always a length: never chunked), Content-Type sniffed
 //     when the handler set none, Connection: close when the client asked
-//     for it. Informational (1xx) statuses are not sent.
+//     for it or Shutdown has begun. Informational (1xx) statuses are not sent.
 //   - Requests carry the lane's base context (cancelled when the connection
 //     ends), not a context cancelled when the client goes away mid-request.
 //   - Pipelined requests are answered in order, with one write for all the
@@ -299,7 +299,7 @@ func (c *conn) serve() {
 			if req, err = c.request(n); err == nil {
 				c.br.Discard(n)
 				var keep bool
-				if keep, err = c.answer(req); err == nil && !keep {
+				if keep, err = c.answer(req); err == nil && (!keep || c.s.closing.Load()) {
 					c.bw.Flush()
 					return
 				}
@@ -572,7 +572,9 @@ func (w *response) WriteHeader(code int) {
 	}
 	w.wrote, w.status = true, code
 	h := w.header
-	w.closeAfter = w.wantsClose || h.Get("Connection") == "close"
+	// During Shutdown, as with net/http, an answer says Connection: close
+	// and the connection closes after it.
+	w.closeAfter = w.wantsClose || w.s.closing.Load() || h.Get("Connection") == "close"
 	w.lengthSet, w.length, w.sniff = false, "", false
 	noBody := !bodyAllowed(code)
 	if !noBody {

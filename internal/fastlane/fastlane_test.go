@@ -409,8 +409,8 @@ func TestShutdown(t *testing.T) {
 	}
 	close(release)
 	out, err := io.ReadAll(busy)
-	if err != nil || !strings.HasPrefix(string(out), "HTTP/1.1 200 OK\r\n") {
-		t.Errorf("the request in progress got %q, %v; want its answer, then the close", out, err)
+	if err != nil || !strings.HasPrefix(string(out), "HTTP/1.1 200 OK\r\n") || !strings.Contains(string(out), "\r\nConnection: close\r\n") {
+		t.Errorf("the request in progress got %q, %v; want its answer with Connection: close, then the close", out, err)
 	}
 	if err := <-shut; err != nil {
 		t.Errorf("Shutdown: %v", err)
