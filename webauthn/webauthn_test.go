@@ -40,15 +40,26 @@ type env struct {
 
 // published records the cache invalidations an Auth publishes.
 type published struct {
-	mu  sync.Mutex
-	evs []auth.Invalidation
+	mu   sync.Mutex
+	evs  []auth.Invalidation
+	fail error // when set, Publish fails with it (and records nothing)
 }
 
 func (p *published) Publish(_ context.Context, ev auth.Invalidation) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.fail != nil {
+		return p.fail
+	}
 	p.evs = append(p.evs, ev)
 	return nil
+}
+
+// failWith makes Publish fail with err (nil: work again).
+func (p *published) failWith(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.fail = err
 }
 
 // take returns the invalidations published since the last take.
@@ -552,6 +563,32 @@ func TestAddRenameRemove(t *testing.T) {
 		l, err := e.login(webauthn.LoginRequest{}, second.Credentials()[0], nil)
 		if err != nil || l.User.ID != reg.User.ID {
 			t.Errorf("login with the second passkey: %+v, %v", l, err)
+		}
+	})
+	t.Run("add with publishing failing", func(t *testing.T) {
+		// The passkey is stored and this process's cache dropped the
+		// user's sessions; the caller hears that other replicas were not
+		// told.
+		errPublish := errors.New("publish: connection refused")
+		e.published.failWith(errPublish)
+		defer e.published.failWith(nil)
+		third := webauthntest.New(origin)
+		if _, err := add(third, &sess, "Phone"); !errors.Is(err, errPublish) {
+			t.Fatalf("got %v; want the publish error", err)
+		}
+		e.published.failWith(nil)
+		l, err := e.login(webauthn.LoginRequest{}, third.Credentials()[0], nil)
+		if err != nil || l.User.ID != reg.User.ID {
+			t.Errorf("login with the passkey added while publishing failed: %+v, %v", l, err)
+		}
+		// Removing it, likewise: removed, and the caller hears of it.
+		e.published.failWith(errPublish)
+		if err := e.rp.Remove(ctx, &sess, webauthn.EncodeID(third.Credentials()[0].ID)); !errors.Is(err, errPublish) {
+			t.Fatalf("remove with publishing failing: got %v; want the publish error", err)
+		}
+		e.published.failWith(nil)
+		if _, err := e.login(webauthn.LoginRequest{}, third.Credentials()[0], nil); !errors.Is(err, auth.ErrInvalidKeyID) {
+			t.Errorf("login with the passkey removed while publishing failed: got %v; want ErrInvalidKeyID", err)
 		}
 	})
 	t.Run("add by another session's flow", func(t *testing.T) {
