@@ -182,6 +182,7 @@ func (s *Server) accept(ln net.Listener) error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.closing.Store(true)
 	s.mu.Lock()
+	handoff := s.handoff
 	if s.ln != nil {
 		s.ln.Close()
 	}
@@ -210,8 +211,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if ferr := s.Fallback.Shutdown(ctx); err == nil {
 		err = ferr
 	}
-	if s.handoff != nil {
-		s.handoff.Close()
+	if handoff != nil {
+		handoff.Close()
 	}
 	return err
 }
