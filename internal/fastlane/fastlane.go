@@ -30,8 +30,8 @@
 //     Content-Length (always a length: never chunked), Content-Type sniffed
 //     when the handler set none, Connection: close when the client asked
 //     for it or Shutdown has begun. Informational (1xx) statuses are not sent.
-//   - Requests carry the lane's base context (cancelled when the connection
-//     ends), not a context cancelled when the client goes away mid-request.
+//   - A request's context is cancelled once its connection has ended; the
+//     lane does not watch for a client that goes away while it runs.
 //   - Pipelined requests are answered in order, with one write for all the
 //     answers ready.
 //   - IdleTimeout, ReadHeaderTimeout and WriteTimeout apply as on
@@ -82,9 +82,6 @@ type Server struct {
 	// BufferSize is the read buffer per connection (DefaultBufferSize when
 	// zero).
 	BufferSize int
-	// BaseContext is the context of the lane's requests (Background when
-	// nil); each connection's is cancelled when the connection ends.
-	BaseContext context.Context
 	// Log gets what cannot be answered (a handler's panic); nil discards.
 	Log *slog.Logger
 
@@ -222,11 +219,8 @@ func (s *Server) newConn(rw net.Conn) *conn {
 	if size <= 0 {
 		size = DefaultBufferSize
 	}
-	base := s.BaseContext
-	if base == nil {
-		base = context.Background()
-	}
-	ctx, cancel := context.WithCancel(base)
+	// The context of the connection's requests, cancelled when it ends.
+	ctx, cancel := context.WithCancel(context.Background())
 	c := &conn{
 		s: s, rw: rw, ctx: ctx, cancel: cancel,
 		br:     bufio.NewReaderSize(rw, size),
@@ -268,6 +262,7 @@ type conn struct {
 	cancel context.CancelFunc
 	remote string
 	state  atomic.Int32
+	hosts  int // Host lines in the current request's header block
 
 	res response
 	out []byte
@@ -279,8 +274,6 @@ type parser struct {
 	block bytes.Reader
 	r     *bufio.Reader
 }
-
-var crlfcrlf = []byte("\r\n\r\n")
 
 // errHandOff says that the connection goes to the fallback.
 var errHandOff = errors.New("fastlane: hand off")
@@ -340,24 +333,24 @@ func (c *conn) readHeaderBlock() (int, error) {
 			return 0, err
 		}
 	}
-	c.setReadDeadline(s.ReadHeaderTimeout)
-	scanned := 0
+	// The header deadline matters only if the block is not all here yet
+	// (usually it arrived in one read): set it before the first wait.
+	waiting := false
+	sc := blockScan{}
 	for {
 		b, _ := c.br.Peek(c.br.Buffered())
-		// A line ended by a bare LF, which net/http also accepts, is left
-		// to net/http: the lane finds a block's end only by CRLFCRLF.
-		from := max(scanned-3, 0)
-		if i := bytes.Index(b[from:], crlfcrlf); i >= 0 {
-			end := from + i + 4
-			if bareLF(b[:end]) {
-				return 0, errHandOff
-			}
+		end, bare := sc.scan(b)
+		switch {
+		case bare, end == 0 && len(b) == c.br.Size():
+			return 0, errHandOff
+		case end > 0:
+			c.hosts = sc.hosts
 			return end, nil
 		}
-		if bareLF(b) || len(b) == c.br.Size() {
-			return 0, errHandOff
+		if !waiting {
+			c.setReadDeadline(s.ReadHeaderTimeout)
+			waiting = true
 		}
-		scanned = len(b)
 		if err := c.flush(); err != nil {
 			return 0, err
 		}
@@ -372,17 +365,39 @@ func (c *conn) readHeaderBlock() (int, error) {
 	}
 }
 
-// hostLines counts the header lines of block that are a Host field.
-func hostLines(block []byte) int {
-	n := 0
+// blockScan finds the end of a request's header block as its bytes
+// arrive, in one pass over each byte: the blank line that ends it, a line
+// ended by a bare LF (which net/http accepts and the lane leaves to it:
+// the lane finds a block's end only by CRLF CRLF), and the header lines
+// that are a Host field.
+type blockScan struct {
+	pos   int // where the next scan starts
+	line  int // where the current line starts
+	lines int // lines ended so far
+	hosts int // of them, Host fields
+}
+
+// scan continues over b, which holds what it saw before and more. It
+// returns the length of the block once b holds it all, or bare true.
+func (sc *blockScan) scan(b []byte) (end int, bare bool) {
 	for {
-		i := bytes.IndexByte(block, '\n')
+		i := bytes.IndexByte(b[sc.pos:], '\n')
 		if i < 0 {
-			return n
+			sc.pos = len(b)
+			return 0, false
 		}
-		block = block[i+1:]
-		if len(block) >= 5 && bytes.EqualFold(block[:5], []byte("host:")) {
-			n++
+		i += sc.pos
+		if i == 0 || b[i-1] != '\r' {
+			return 0, true
+		}
+		line := b[sc.line : i-1]
+		sc.pos, sc.line = i+1, i+1
+		sc.lines++
+		switch {
+		case len(line) == 0:
+			return i + 1, false
+		case sc.lines > 1 && len(line) >= 5 && bytes.EqualFold(line[:5], []byte("host:")):
+			sc.hosts++
 		}
 	}
 }
@@ -393,21 +408,6 @@ func (c *conn) flush() error {
 		return nil
 	}
 	return c.bw.Flush()
-}
-
-// bareLF reports whether b has a LF not preceded by CR.
-func bareLF(b []byte) bool {
-	for i := bytes.IndexByte(b, '\n'); i >= 0; {
-		if i == 0 || b[i-1] != '\r' {
-			return true
-		}
-		j := bytes.IndexByte(b[i+1:], '\n')
-		if j < 0 {
-			break
-		}
-		i += 1 + j
-	}
-	return false
 }
 
 // request parses the buffered header block of n bytes, or returns
@@ -424,17 +424,17 @@ func (c *conn) request(n int) (*http.Request, error) {
 	req, err := http.ReadRequest(p.r)
 	p.block.Reset(nil)
 	c.s.parsers.Put(p)
-	if err != nil || !c.takes(req, b) {
+	if err != nil || !c.takes(req) {
 		return nil, errHandOff
 	}
 	req.RemoteAddr = c.remote
 	return req.WithContext(c.ctx), nil
 }
 
-// takes reports whether the lane answers req, parsed from block: what
-// Match accepts, when net/http's server would answer it as an ordinary
-// HTTP/1.1 request without a body.
-func (c *conn) takes(req *http.Request, block []byte) bool {
+// takes reports whether the lane answers req: what Match accepts, when
+// net/http's server would answer it as an ordinary HTTP/1.1 request
+// without a body.
+func (c *conn) takes(req *http.Request) bool {
 	if req.ProtoMajor != 1 || req.ProtoMinor != 1 || req.ContentLength != 0 ||
 		len(req.TransferEncoding) != 0 || req.Body != http.NoBody ||
 		!strings.HasPrefix(req.RequestURI, "/") {
@@ -443,9 +443,12 @@ func (c *conn) takes(req *http.Request, block []byte) bool {
 	// http.ReadRequest moves the Host header to req.Host (the request is
 	// in origin form, so it is the header's); net/http's server also
 	// refuses a request with none or several.
-	if hostLines(block) != 1 || !httpguts.ValidHostHeader(req.Host) {
+	if c.hosts != 1 || !httpguts.ValidHostHeader(req.Host) {
 		return false
 	}
+	// The parser has checked names and values already; net/http's server
+	// checks them again with these functions, and so does the lane, so
+	// that the two refuse exactly the same requests.
 	for k, vv := range req.Header {
 		switch k {
 		case "Expect", "Upgrade", "Content-Length", "Transfer-Encoding":
@@ -486,8 +489,9 @@ func (c *conn) answer(req *http.Request) (keep bool, err error) {
 	return !closeAfter, nil
 }
 
-// run calls the handler; a panic other than http.ErrAbortHandler is
-// logged, and either ends the connection unanswered, as with net/http.
+// run calls the handler. A panic ends the connection without an answer to
+// that request, as with net/http; one other than http.ErrAbortHandler is
+// logged.
 func (c *conn) run(req *http.Request) (err error) {
 	defer func() {
 		if p := recover(); p != nil {

@@ -246,6 +246,54 @@ func TestAgreesWithNetHTTP(t *testing.T) {
 	}
 }
 
+// TestRequestInPieces: requests that arrive a byte at a time (so that the
+// lane finds the end of a header block, a bare LF and the Host lines over
+// many reads) are answered as net/http answers them.
+func TestRequestInPieces(t *testing.T) {
+	ref, lane, s := servers(t, http.HandlerFunc(handler), nil)
+	for _, tc := range []struct {
+		raw  string
+		lane int
+	}{
+		{get + get, 2},
+		{"GET /auth HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n", 0},
+		{"GET /auth HTTP/1.1\r\nHost: b\r\nX-A: 1\n\r\n", 0},
+		{"GET /auth HTTP/1.1\r\nX-Host: b\r\nHost: b\r\n\r\n", 1},
+	} {
+		before := s.Stats().Answered
+		want := normalize(exchangeInPieces(t, ref, tc.raw))
+		got := normalize(exchangeInPieces(t, lane, tc.raw))
+		if got != want {
+			t.Errorf("%q: the lane answered\n%q\nnet/http answered\n%q", tc.raw, got, want)
+		}
+		if n := s.Stats().Answered - before; n != int64(tc.lane) {
+			t.Errorf("%q: the lane answered %d requests itself; want %d", tc.raw, n, tc.lane)
+		}
+	}
+}
+
+// exchangeInPieces is exchange sending raw one byte per write.
+func exchangeInPieces(t *testing.T, addr, raw string) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	for i := range len(raw) {
+		if _, err := io.WriteString(c, raw[i:i+1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.(*net.TCPConn).CloseWrite()
+	out, err := io.ReadAll(c)
+	if err != nil && !isReset(err) {
+		t.Fatal(err)
+	}
+	return string(out)
+}
+
 // TestLongHeaders: a header block longer than the lane's buffer is handed
 // off whole, and net/http answers it.
 func TestLongHeaders(t *testing.T) {
