@@ -137,16 +137,17 @@ func (c *cli) serve(ctx context.Context, cfg *config.Config, ready chan<- string
 	log.Info("broker listening: open "+cfg.Server.PublicURL+"/login to sign in", "addr", ln.Addr().String(),
 		"providers", cfg.ProvidersEnabled(), "passwords", cfg.PasswordEnabled(), "email_links", cfg.EmailEnabled(), "passkeys", cfg.WebAuthnEnabled())
 
-	mainHS := newHTTPServer(ap.server.Handler(), log)
-	servers := []httpServer{mainHS}
+	mainHTTP := newHTTPServer(ap.server.Handler(), log)
+	var main httpServer = mainHTTP
 	if cfg.Server.FastAuth {
-		lane := newFastLane(mainHS, log)
+		lane := newFastLane(mainHTTP, log)
 		if err := registerLaneMetrics(ap.metrics.Registry, lane); err != nil {
 			ln.Close()
 			return err
 		}
-		servers[0] = lane
+		main = lane
 	}
+	servers := []httpServer{main}
 	listeners := []net.Listener{listen(ln)}
 	if cfg.Server.MetricsListen != "" {
 		mln, err := net.Listen("tcp", cfg.Server.MetricsListen)
@@ -156,7 +157,7 @@ func (c *cli) serve(ctx context.Context, cfg *config.Config, ready chan<- string
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", ap.metrics.Handler())
-		servers = append(servers, httpServer(newHTTPServer(mux, log)))
+		servers = append(servers, newHTTPServer(mux, log))
 		listeners = append(listeners, listen(mln))
 		log.Info("metrics listening", "addr", mln.Addr().String())
 	}
