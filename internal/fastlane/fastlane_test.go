@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -388,6 +389,30 @@ func TestTimeouts(t *testing.T) {
 		if n := strings.Count(string(out), "HTTP/1.1 200 OK"); n != 1 {
 			t.Errorf("%q: got %q; want one answer, then the close", raw, out)
 		}
+	}
+}
+
+// TestWriteTimeout: an answer a client does not read ends its connection
+// after WriteTimeout, so a Shutdown does not wait for it.
+func TestWriteTimeout(t *testing.T) {
+	big := bytes.Repeat([]byte("x"), 32<<20) // more than the sockets hold
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(big) })
+	_, lane, s := servers(t, h, func(s *Server) { s.WriteTimeout = 100 * time.Millisecond })
+	c, err := net.Dial("tcp", lane)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, get)
+	// Wait until the lane has the request (the answer's write is then
+	// under way), without reading anything.
+	for s.Stats().Answered == 0 {
+		runtime.Gosched()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown: %v; want the stuck write to have ended the connection", err)
 	}
 }
 
