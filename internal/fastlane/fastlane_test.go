@@ -87,14 +87,30 @@ func handler(w http.ResponseWriter, r *http.Request) {
 // returns everything the server sends until it closes.
 func exchange(t testing.TB, addr, raw string) string {
 	t.Helper()
+	return exchangeIn(t, addr, raw, len(raw))
+}
+
+// exchangeInPieces is exchange sending raw one byte per write.
+func exchangeInPieces(t testing.TB, addr, raw string) string {
+	t.Helper()
+	return exchangeIn(t, addr, raw, 1)
+}
+
+// exchangeIn is exchange sending raw in writes of at most piece bytes.
+func exchangeIn(t testing.TB, addr, raw string, piece int) string {
+	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c, raw); err != nil {
-		t.Fatal(err)
+	for rest := raw; rest != ""; {
+		n := min(piece, len(rest))
+		if _, err := io.WriteString(c, rest[:n]); err != nil {
+			t.Fatal(err)
+		}
+		rest = rest[n:]
 	}
 	c.(*net.TCPConn).CloseWrite()
 	out, err := io.ReadAll(c)
@@ -271,28 +287,6 @@ func TestRequestInPieces(t *testing.T) {
 			t.Errorf("%q: the lane answered %d requests itself; want %d", tc.raw, n, tc.lane)
 		}
 	}
-}
-
-// exchangeInPieces is exchange sending raw one byte per write.
-func exchangeInPieces(t *testing.T, addr, raw string) string {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	for i := range len(raw) {
-		if _, err := io.WriteString(c, raw[i:i+1]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	c.(*net.TCPConn).CloseWrite()
-	out, err := io.ReadAll(c)
-	if err != nil && !isReset(err) {
-		t.Fatal(err)
-	}
-	return string(out)
 }
 
 // TestLongHeaders: a header block longer than the lane's buffer is handed
